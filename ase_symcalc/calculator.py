@@ -1,0 +1,262 @@
+"""``SymmetrizedCalculator``: an ASE calculator that symmetrizes another one."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import (
+    Calculator,
+    PropertyNotImplementedError,
+    all_changes,
+)
+from scipy.spatial.transform import Rotation
+
+from .evaluators import StackedOutputs, check_outputs, make_evaluator
+from .quadrature import O3Quadrature, get_quadrature
+from .symmetrize import symmetrize
+from .transforms import matrix_to_voigt
+
+__all__ = ["SymmetrizedCalculator", "StressNotAvailableError"]
+
+MODES = ("grid", "random-grid", "random-single")
+
+
+class StressNotAvailableError(PropertyNotImplementedError):
+    """Stress was asked for a structure that is not periodic in 3D."""
+
+
+class SymmetrizedCalculator(Calculator):
+    """Symmetrize any ASE calculator over a quadrature on O(3).
+
+    For a structure ``x`` and a rule ``{(g_i, w_i)}`` the base model is run on
+    every rotated copy ``g_i.x`` (positions, cell and momenta rotated; improper
+    copies keep a right-handed cell), each output is brought back to the
+    input's frame (``rho(g_i)^-1``: forces ``F g``, stress ``g^T S g``) and
+    averaged with the weights. The average is exactly equivariant up to the
+    rule's degree, whatever the base model does; the weighted spread of the
+    back-rotated copies is the model's equivariance error for that structure.
+
+    One pass over the rule fills every property the base provides (energy,
+    per-atom energies, forces, stress for 3D-periodic cells), so asking for
+    forces and then energy costs one pass. The stress is averaged as a full
+    3x3 matrix and reported in ASE's Voigt order.
+
+    Parameters
+    ----------
+    base :
+        The model: any ASE calculator, or an ``Evaluator``.
+    quadrature :
+        A spec for ``get_quadrature`` (default ``"group:I"``: 60 rotations, 120
+        with inversion, exact to degree 5) or an ``O3Quadrature`` (used as is).
+    inversion, orientation :
+        Passed to ``get_quadrature`` for string specs. The default ``"generic"``
+        orientation keeps the rule off the symmetry axes of axis-aligned
+        crystals, where an aligned rule averages nothing.
+    mode :
+        ``"grid"``: the fixed rule every call. ``"random-grid"``: the rule
+        right-multiplied by a fresh random rotation at each call (exactness
+        kept, unbiased for the rest, noisy in MD). ``"random-single"``: one
+        random rotation (random parity when ``inversion``) per call.
+    seed :
+        Seed of the random rotations of the random modes.
+    batch_size :
+        Copies evaluated together by batched evaluators; ignored by the ASE loop.
+    remove_net_force :
+        Remove the net force from every back-rotated copy (direct forces). The
+        equivariance errors are then computed on the forces after removal.
+    raw :
+        Also report the raw prediction on the unrotated input (``raw_*``
+        keys). Free when the rule contains the identity, one extra evaluation
+        otherwise (the default generic orientation).
+
+    ``results`` holds ``energy``, ``free_energy`` (= energy), ``forces``,
+    ``stress`` (Voigt, eV/Å^3), ``energies``; ``raw_energy``, ``raw_forces``,
+    ``raw_stress``, ``raw_energies``; ``energy_equivariance_error`` (eV),
+    ``forces_equivariance_error`` (eV/Å), ``forces_equivariance_error_per_atom``
+    (N,), ``stress_equivariance_error`` (eV/Å^3). Errors are NaN when only one
+    copy is evaluated (``"identity"``, ``"random-single"``).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    default_parameters = {
+        "quadrature": "group:I",
+        "inversion": True,
+        "orientation": "generic",
+        "mode": "grid",
+        "seed": None,
+        "batch_size": None,
+        "remove_net_force": False,
+        "raw": True,
+    }
+
+    def __init__(self, base, quadrature="group:I", **kwargs):
+        self.evaluator = make_evaluator(base)
+        self.base = base
+        #: number of rotated copies the base model has evaluated so far
+        self.evaluation_count = 0
+        self._rng = None
+        self._quadrature = None
+        super().__init__(quadrature=quadrature, **kwargs)
+        self._configure()
+        # Truthful per instance: only what the base provides (stress needs a
+        # 3D-periodic cell on top, checked at call time).
+        provided = set(getattr(base, "implemented_properties", [])) or {
+            "energy",
+            "forces",
+            "stress",
+            "energies",
+        }
+        self.implemented_properties = [
+            name
+            for name in type(self).implemented_properties
+            if name in provided or (name == "free_energy" and "energy" in provided)
+        ]
+
+    # -- configuration ------------------------------------------------------
+
+    def set(self, **kwargs):
+        changed = super().set(**kwargs)
+        if changed and self._quadrature is not None:
+            self._configure()
+        return changed
+
+    def _configure(self):
+        p = self.parameters
+        if p.mode not in MODES:
+            raise ValueError(f"unknown mode {p.mode!r}; valid modes: {', '.join(MODES)}")
+        orientation = p.orientation
+        if orientation is not None and not isinstance(orientation, str):
+            orientation = np.asarray(orientation, dtype=np.float64)
+            p.orientation = orientation.tolist()  # keeps todict() JSON-friendly
+        self._quadrature = get_quadrature(
+            p.quadrature, inversion=p.inversion, seed=p.seed, orientation=orientation
+        )
+        if p.batch_size is not None and (not isinstance(p.batch_size, int) or p.batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None, got {p.batch_size!r}")
+        self._rng = np.random.default_rng(p.seed)
+
+    @property
+    def quadrature(self) -> O3Quadrature:
+        """The rule used in ``"grid"`` mode (before any random rotation)."""
+        return self._quadrature
+
+    def _rule_for_call(self) -> tuple[np.ndarray, np.ndarray]:
+        mode = self.parameters.mode
+        rule = self._quadrature
+        if mode == "grid":
+            return rule.matrices, rule.weights
+        rotation = Rotation.random(random_state=self._rng).as_matrix()
+        if mode == "random-grid":
+            return rule.matrices @ rotation, rule.weights
+        if self.parameters.inversion and self._rng.random() < 0.5:
+            rotation = -rotation
+        return rotation[None], np.ones(1)
+
+    # -- ASE contract -------------------------------------------------------
+
+    def check_state(self, atoms, tol=1e-15):
+        changes = super().check_state(atoms, tol=tol)
+        # Charge, spin and other model inputs live in atoms.info.
+        if self.atoms is not None and not _info_equal(self.atoms.info, atoms.info):
+            changes.append("info")
+        return changes
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.results = {}
+        try:
+            self.results = self._compute(self.atoms, properties)
+        except BaseException:
+            self.reset()  # never leave stale or partial results behind
+            raise
+
+    def _compute(self, atoms: Atoms, properties) -> dict:
+        if len(atoms) == 0:
+            raise ValueError("cannot evaluate an empty Atoms object (it has no atoms)")
+        available = self.evaluator.available_properties(atoms)
+        periodic_3d = bool(atoms.pbc.all()) and atoms.cell.rank == 3
+        for name in properties:
+            wanted = "energy" if name == "free_energy" else name
+            if wanted in available:
+                continue
+            if wanted == "stress" and not periodic_3d:
+                raise StressNotAvailableError(
+                    f"stress is only defined for 3D-periodic cells, this structure has "
+                    f"pbc={atoms.pbc.tolist()} and a cell of rank {atoms.cell.rank}; "
+                    "give it a full cell with pbc=True, or don't ask for stress"
+                )
+            raise PropertyNotImplementedError(
+                f"{self.evaluator.name} does not provide {wanted!r} "
+                f"(it provides: {', '.join(sorted(available)) or 'nothing'}), "
+                "so SymmetrizedCalculator cannot average it"
+            )
+        if "energy" not in available:
+            raise PropertyNotImplementedError(
+                f"{self.evaluator.name} does not provide 'energy', which the "
+                "symmetrizer needs"
+            )
+        wanted = [name for name in ("energy", "forces", "stress", "energies") if name in available]
+
+        matrices, weights = self._rule_for_call()
+        raw_index = None
+        if self.parameters.raw:
+            distance = np.abs(matrices - np.eye(3)).reshape(len(matrices), -1).max(axis=1)
+            hits = np.flatnonzero(distance < 1e-12)
+            if len(hits):
+                raw_index = int(hits[0])
+                evaluated = matrices
+            else:
+                raw_index = len(matrices)
+                evaluated = np.concatenate([matrices, np.eye(3)[None]])
+        else:
+            evaluated = matrices
+
+        outputs = self.evaluator.evaluate(atoms, evaluated, wanted)
+        self.evaluation_count += len(evaluated)
+        check_outputs(outputs, len(atoms), len(evaluated), wanted, self.evaluator.name)
+
+        on_rule = outputs if len(evaluated) == len(matrices) else outputs.select(slice(0, len(matrices)))
+        averaged = symmetrize(
+            on_rule, matrices, weights, net_force_removal=self.parameters.remove_net_force
+        )
+        results = {"energy": averaged.energy, "free_energy": averaged.energy}
+        results["energy_equivariance_error"] = averaged.energy_error
+        if averaged.forces is not None:
+            results["forces"] = averaged.forces
+            results["forces_equivariance_error"] = averaged.forces_error
+            results["forces_equivariance_error_per_atom"] = averaged.forces_error_per_atom
+        if averaged.stress is not None:
+            results["stress"] = matrix_to_voigt(averaged.stress)
+            results["stress_equivariance_error"] = averaged.stress_error
+        if averaged.energies is not None:
+            results["energies"] = averaged.energies
+        if raw_index is not None:
+            results.update(self._raw_results(outputs.select(raw_index)))
+        return results
+
+    def _raw_results(self, raw: StackedOutputs) -> dict:
+        results = {"raw_energy": float(raw.energy)}
+        if raw.forces is not None:
+            results["raw_forces"] = np.array(raw.forces)
+        if raw.stress is not None:
+            results["raw_stress"] = matrix_to_voigt(raw.stress)
+        if raw.energies is not None:
+            results["raw_energies"] = np.array(raw.energies)
+        return results
+
+
+def _info_equal(first: dict, second: dict) -> bool:
+    if first.keys() != second.keys():
+        return False
+    for key, value in first.items():
+        other = second[key]
+        try:
+            if isinstance(value, np.ndarray) or isinstance(other, np.ndarray):
+                if not np.array_equal(np.asarray(value), np.asarray(other)):
+                    return False
+            elif value != other:
+                return False
+        except (TypeError, ValueError):
+            return False
+    return True

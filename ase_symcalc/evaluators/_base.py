@@ -1,0 +1,97 @@
+"""The evaluator seam: run a model on many rotated copies of one structure.
+
+An evaluator takes a structure and a stack of O(3) matrices and returns the
+model's outputs on every copy ``g_i.x``, in the *rotated* (direct) frame,
+stacked along a first axis of length M. The symmetrizer back-rotates and
+averages; the evaluator only has to be fast. The generic loop over an ASE
+calculator lives in ``ase_loop``; batched torch evaluators plug in beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from ase import Atoms
+
+__all__ = ["Evaluator", "StackedOutputs", "check_outputs"]
+
+
+@dataclass
+class StackedOutputs:
+    """Outputs on M rotated copies, in the rotated frame, float64.
+
+    energy : (M,) eV; forces : (M, N, 3) eV/Å; stress : (M, 3, 3) eV/Å^3
+    (full matrix, possibly asymmetric for direct-stress models); energies :
+    (M, N) eV. Absent properties are None.
+    """
+
+    energy: np.ndarray
+    forces: np.ndarray | None = None
+    stress: np.ndarray | None = None
+    energies: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.energy)
+
+    def select(self, index) -> StackedOutputs:
+        """The outputs of a subset of copies (an index array or a slice)."""
+
+        def pick(array):
+            return None if array is None else array[index]
+
+        return StackedOutputs(
+            pick(self.energy), pick(self.forces), pick(self.stress), pick(self.energies)
+        )
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Runs one model on rotated copies of a structure."""
+
+    #: readable name of the model, used in error messages
+    name: str
+
+    def available_properties(self, atoms: Atoms) -> set[str]:
+        """Which of energy, forces, stress, energies the model gives for ``atoms``."""
+
+    def evaluate(
+        self, atoms: Atoms, matrices: np.ndarray, properties: Sequence[str]
+    ) -> StackedOutputs:
+        """Outputs on every ``g.x`` for ``g`` in ``matrices`` (M, 3, 3)."""
+
+
+_SHAPES = {
+    "energy": lambda n: (),
+    "forces": lambda n: (n, 3),
+    "stress": lambda n: (3, 3),
+    "energies": lambda n: (n,),
+}
+
+
+def check_outputs(
+    outputs: StackedOutputs,
+    n_atoms: int,
+    n_copies: int,
+    properties: Sequence[str],
+    model_name: str,
+) -> None:
+    """Raise a ValueError naming the property and the copy if anything is off."""
+    for name in properties:
+        values = getattr(outputs, name)
+        if values is None:
+            raise ValueError(f"{model_name} returned no {name!r} for the rotated copies")
+        expected = (n_copies, *_SHAPES[name](n_atoms))
+        if values.shape != expected:
+            raise ValueError(
+                f"{model_name} returned {name!r} with shape {values.shape}, "
+                f"expected {expected} ({n_copies} rotated copies of {n_atoms} atoms)"
+            )
+        finite = np.isfinite(values.reshape(n_copies, -1)).all(axis=1)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
+            raise ValueError(
+                f"{model_name} returned non-finite {name!r} for rotated copy {bad} "
+                f"(of {n_copies}); the structure or the model is broken there"
+            )

@@ -1,0 +1,134 @@
+"""The generic evaluator: rotate ``Atoms`` copies, call any ASE calculator."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import (
+    BaseCalculator,
+    Calculator,
+    PropertyNotImplementedError,
+    all_changes,
+)
+
+from ..transforms import apply_to_cell, apply_to_positions, voigt_to_matrix
+from ._base import StackedOutputs
+
+__all__ = ["ASECalculatorEvaluator", "get_properties", "rotated_atoms"]
+
+
+def get_properties(calculator: BaseCalculator, properties, atoms: Atoms) -> dict:
+    """All ``properties`` of ``atoms`` from one call of the calculator.
+
+    ASE's ``get_property`` asks for one property at a time, and calculators
+    that compute only what they are asked would run once per property; a
+    single ``calculate(atoms, properties)`` call (what ASE's own
+    ``calculate_properties`` does) runs the model once.
+    """
+    if isinstance(calculator, Calculator):
+        calculator.results = {}
+        calculator.calculate(atoms, list(properties), all_changes)
+        missing = [name for name in properties if name not in calculator.results]
+        if missing:
+            raise PropertyNotImplementedError(
+                f"{type(calculator).__name__} did not compute {', '.join(missing)}"
+            )
+        return {name: calculator.results[name] for name in properties}
+    return {name: calculator.get_property(name, atoms) for name in properties}
+
+
+def rotated_atoms(atoms: Atoms, g: np.ndarray) -> Atoms:
+    """A fresh copy of ``atoms`` acted on by ``g`` (no calculator, no constraints).
+
+    Positions and momenta rotate as polar vectors (``P g^T``); a 3-vector
+    ``initial_magmoms`` array as an axial one (``det g m g^T``); the cell as
+    ``H R^T`` (``R`` the proper part, so it stays right-handed). Scalar arrays
+    and ``info`` are copied unchanged. Positions are not wrapped.
+    """
+    g = np.asarray(g, dtype=np.float64)
+    copy = atoms.copy()
+    copy.calc = None
+    copy.constraints = []
+    copy.set_cell(apply_to_cell(atoms.cell.array, g), scale_atoms=False)
+    copy.positions = apply_to_positions(atoms.positions, g)
+    if "momenta" in copy.arrays:
+        copy.arrays["momenta"] = apply_to_positions(atoms.arrays["momenta"], g)
+    magmoms = copy.arrays.get("initial_magmoms")
+    if magmoms is not None and magmoms.ndim == 2:
+        copy.arrays["initial_magmoms"] = np.linalg.det(g) * apply_to_positions(magmoms, g)
+    return copy
+
+
+class ASECalculatorEvaluator:
+    """Evaluates any ASE calculator on rotated copies, one copy at a time.
+
+    The base calculator is called through its public ``get_properties``; its
+    cache is bypassed naturally because every copy has new positions.
+    ``batch_size`` has no meaning here (ASE calculators take one structure).
+    """
+
+    def __init__(self, calculator: BaseCalculator):
+        if not isinstance(calculator, BaseCalculator):
+            raise TypeError(
+                f"expected an ASE calculator (an ase.calculators.calculator."
+                f"BaseCalculator), got {type(calculator).__name__}"
+            )
+        self.calculator = calculator
+        self.name = f"base calculator {type(calculator).__name__}"
+
+    def available_properties(self, atoms: Atoms) -> set[str]:
+        implemented = set(self.calculator.implemented_properties)
+        available = implemented & {"energy", "forces", "energies"}
+        if "stress" in implemented and atoms.cell.rank == 3 and atoms.pbc.all():
+            available.add("stress")
+        return available
+
+    def evaluate(
+        self, atoms: Atoms, matrices: np.ndarray, properties: Sequence[str]
+    ) -> StackedOutputs:
+        properties = list(properties)
+        n_atoms = len(atoms)
+        stacks = {name: [] for name in properties}
+        for index, g in enumerate(matrices):
+            copy = rotated_atoms(atoms, g)
+            try:
+                values = get_properties(self.calculator, properties, copy)
+            except Exception as error:
+                if hasattr(error, "add_note"):
+                    error.add_note(
+                        f"raised by {self.name} on rotated copy {index} of {len(matrices)}"
+                    )
+                raise
+            for name in properties:
+                value = np.asarray(values[name], dtype=np.float64)
+                if name == "stress":
+                    value = _stress_as_matrix(value, self.name, index)
+                elif name == "energy":
+                    value = value.reshape(()) if value.size == 1 else value
+                expected = {"energy": (), "forces": (n_atoms, 3), "energies": (n_atoms,)}
+                if name in expected and value.shape != expected[name]:
+                    raise ValueError(
+                        f"{self.name} returned {name!r} with shape {value.shape} for "
+                        f"rotated copy {index}, expected {expected[name]}"
+                    )
+                stacks[name].append(value)
+        stacked = {name: np.stack(values) for name, values in stacks.items()}
+        return StackedOutputs(
+            energy=stacked.get("energy"),
+            forces=stacked.get("forces"),
+            stress=stacked.get("stress"),
+            energies=stacked.get("energies"),
+        )
+
+
+def _stress_as_matrix(value: np.ndarray, name: str, index: int) -> np.ndarray:
+    if value.shape == (6,):
+        return voigt_to_matrix(value)
+    if value.shape == (3, 3):
+        return value
+    raise ValueError(
+        f"{name} returned 'stress' with shape {value.shape} for rotated copy "
+        f"{index}, expected Voigt (6,) or (3, 3)"
+    )

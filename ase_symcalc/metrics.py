@@ -1,0 +1,61 @@
+"""Weighted means and equivariance errors over a quadrature (pure numpy).
+
+The equivariance error of one structure (the paper's A metric, reference
+section 4) is the spread of the back-rotated predictions ``z(g_i)`` around
+their average ``fbar``::
+
+    V = sum_i w_i || z(g_i) - fbar ||^2      (summed over components)
+    A = sqrt(V / d)                         (an RMSE in the output's units)
+
+It is computed in float64 and centred (two passes), never as
+``E[z^2] - E[z]^2``, which loses every digit when the spread is small.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["weighted_mean", "weighted_variance", "equivariance_rmse", "per_atom_rmse"]
+
+
+def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``sum_i w_i values[i]`` over the first axis, in float64."""
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    return np.tensordot(weights, values, axes=(0, 0))
+
+
+def weighted_variance(
+    values: np.ndarray, weights: np.ndarray, mean: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-component ``sum_i w_i (values[i] - mean)^2`` (centred, float64).
+
+    Returns an array of the shape of one ``values[i]``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if mean is None:
+        mean = weighted_mean(values, weights)
+    deviation = values - mean
+    return weighted_mean(deviation * deviation, weights)
+
+
+def equivariance_rmse(values: np.ndarray, weights: np.ndarray, mean=None) -> float:
+    """``sqrt(V / d)``: the spread over the rule as an RMSE per component.
+
+    ``values`` has shape (M, ...) with ``d = prod(...)`` components. Returns NaN
+    for a one-point rule, where no spread can be measured.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float("nan")
+    variance = weighted_variance(values, weights, mean)
+    return float(np.sqrt(max(variance.sum(), 0.0) / max(variance.size, 1)))
+
+
+def per_atom_rmse(values: np.ndarray, weights: np.ndarray, mean=None) -> np.ndarray:
+    """Per-atom ``sqrt(V_a / 3)`` for stacked (M, N, 3) vectors; NaN for M = 1."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return np.full(values.shape[1], np.nan)
+    variance = weighted_variance(values, weights, mean)
+    return np.sqrt(np.clip(variance.sum(axis=-1), 0.0, None) / values.shape[-1])
