@@ -45,6 +45,16 @@ def random_o3(count: int, seed: int | None = None, *, parity: bool = True) -> np
     return matrices
 
 
+def _normalize_term(term) -> tuple[int, float, str]:
+    l, amplitude = int(term[0]), float(term[1])
+    kind = term[2] if len(term) > 2 else ("pair" if l % 2 == 0 else "site")
+    if kind not in ("pair", "site") or l < 1 or (kind == "pair" and l % 2):
+        raise ValueError(
+            f"bad anisotropic term {term!r}: 'pair' needs an even l >= 2, 'site' any l >= 1"
+        )
+    return (l, amplitude, kind)
+
+
 def _cutoff_function(r, cutoff):
     """``(1 - (r/rc)^2)^2`` and its derivative: smooth (C1) at the cutoff."""
     x = 1.0 - (r / cutoff) ** 2
@@ -88,9 +98,9 @@ class AnisotropicCalculator(Calculator):
     - ``"pair"`` (even ``l``; the default for even l):
       ``a sum_{i<j} fc(r_ij) P_l(e . r_ij / r_ij)``;
     - ``"site"`` (any ``l >= 1``; the default for odd l):
-      ``a sum_i |v_i|^l P_l(e . v_i / |v_i|)`` with
+      ``a sum_i (1 + |v_i|^2) |v_i|^l P_l(e . v_i / |v_i|)`` with
       ``v_i = sum_j fc(r_ij) r_ij / rc`` (a solid harmonic: smooth even where
-      ``v_i = 0``).
+      ``v_i = 0``; the invariant factor keeps ``l = 1`` from summing to zero).
 
     Both are translation and permutation invariant, of angular degree exactly
     ``l`` in ``e``. Forces are ``-dE/dr``; the stress is the symmetric part of
@@ -105,13 +115,15 @@ class AnisotropicCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
     default_parameters = {
-        "terms": ((4, 0.05),),
+        "terms": ((4, 0.05, "pair"),),
         "direction": (0.0, 0.0, 1.0),
         "cutoff": 3.0,
     }
 
     def __init__(self, base: Calculator | None = None, **kwargs):
         self.base = base
+        if "terms" in kwargs:  # (l, a) -> (l, a, kind): ASE compares parameters as arrays
+            kwargs["terms"] = tuple(_normalize_term(term) for term in kwargs["terms"])
         super().__init__(**kwargs)
         if base is not None:
             self.implemented_properties = [
@@ -121,17 +133,7 @@ class AnisotropicCalculator(Calculator):
             ]
 
     def _terms(self):
-        terms = []
-        for term in self.parameters.terms:
-            l, amplitude = int(term[0]), float(term[1])
-            kind = term[2] if len(term) > 2 else ("pair" if l % 2 == 0 else "site")
-            if kind not in ("pair", "site") or l < 1 or (kind == "pair" and l % 2):
-                raise ValueError(
-                    f"bad anisotropic term {term!r}: 'pair' needs an even l >= 2, "
-                    "'site' any l >= 1"
-                )
-            terms.append((l, amplitude, kind))
-        return terms
+        return [_normalize_term(term) for term in self.parameters.terms]
 
     def _direction(self):
         e = np.asarray(self.parameters.direction, dtype=np.float64)
@@ -162,7 +164,10 @@ class AnisotropicCalculator(Calculator):
                 v = np.zeros((n, 3))
                 np.add.at(v, i, fc[:, None] * d / cutoff)
                 value, grad_v = harmonic.value_and_gradient(v, e)
-                energies += a * value
+                # the invariant factor (1 + |v|^2) keeps l = 1 alive: sum_i e.v_i = 0
+                vv = np.einsum("ki,ki->k", v, v)
+                grad_v = grad_v * (1.0 + vv)[:, None] + 2.0 * value[:, None] * v
+                energies += a * value * (1.0 + vv)
                 # dv_i/dd = (fc I + fc' d d^T / r) / rc, symmetric
                 g = grad_v[i]
                 dE_dd += a * (fc[:, None] * g + (dfc / r * np.einsum("ki,ki->k", d, g))[:, None] * d) / cutoff
