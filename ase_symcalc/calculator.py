@@ -118,6 +118,7 @@ class SymmetrizedCalculator(Calculator):
     def set(self, **kwargs):
         changed = super().set(**kwargs)
         if changed and self._quadrature is not None:
+            self.reset()  # new rule or options: old results are stale
             self._configure()
         return changed
 
@@ -193,8 +194,7 @@ class SymmetrizedCalculator(Calculator):
             )
         if "energy" not in available:
             raise PropertyNotImplementedError(
-                f"{self.evaluator.name} does not provide 'energy', which the "
-                "symmetrizer needs"
+                f"{self.evaluator.name} does not provide 'energy', which the symmetrizer needs"
             )
         wanted = [name for name in ("energy", "forces", "stress", "energies") if name in available]
 
@@ -216,7 +216,9 @@ class SymmetrizedCalculator(Calculator):
         self.evaluation_count += len(evaluated)
         check_outputs(outputs, len(atoms), len(evaluated), wanted, self.evaluator.name)
 
-        on_rule = outputs if len(evaluated) == len(matrices) else outputs.select(slice(0, len(matrices)))
+        on_rule = (
+            outputs if len(evaluated) == len(matrices) else outputs.select(slice(0, len(matrices)))
+        )
         averaged = symmetrize(
             on_rule, matrices, weights, net_force_removal=self.parameters.remove_net_force
         )

@@ -109,10 +109,7 @@ class O3Quadrature:
         return len(self.weights)
 
     def __repr__(self) -> str:
-        return (
-            f"O3Quadrature(name={self.name!r}, evaluations={len(self)}, "
-            f"degree={self.degree})"
-        )
+        return f"O3Quadrature(name={self.name!r}, evaluations={len(self)}, degree={self.degree})"
 
     @classmethod
     def from_matrices(cls, matrices, weights=None, *, degree=None, name="custom"):
@@ -161,13 +158,11 @@ class O3Quadrature:
 
 def _validate_rule(matrices: np.ndarray, weights: np.ndarray) -> None:
     if matrices.ndim != 3 or matrices.shape[1:] != (3, 3):
-        raise ValueError(
-            f"quadrature matrices must have shape (M, 3, 3), got {matrices.shape}"
-        )
+        raise ValueError(f"quadrature matrices must have shape (M, 3, 3), got {matrices.shape}")
     if weights.shape != (len(matrices),):
         raise ValueError(
-            f"quadrature needs one weight per matrix: got {weights.shape[0] if weights.ndim else 0} "
-            f"weights for {len(matrices)} matrices"
+            f"quadrature needs one weight per matrix: got {weights.size} weights "
+            f"for {len(matrices)} matrices"
         )
     if len(weights) == 0:
         raise ValueError("a quadrature needs at least one matrix")
@@ -182,8 +177,7 @@ def _validate_rule(matrices: np.ndarray, weights: np.ndarray) -> None:
     total = weights.sum()
     if abs(total - 1.0) > 1e-10:
         raise ValueError(
-            f"quadrature weights must sum to 1, they sum to {total:.12g}; "
-            "divide them by their sum"
+            f"quadrature weights must sum to 1, they sum to {total:.12g}; divide them by their sum"
         )
     gram = np.einsum("mij,mkj->mik", matrices, matrices)
     error = np.abs(gram - np.eye(3)).reshape(len(matrices), -1).max(axis=1)

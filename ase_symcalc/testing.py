@@ -155,7 +155,9 @@ class AnisotropicCalculator(Calculator):
                 unit = d / r[:, None]
                 p_l, grad_p = harmonic.value_and_gradient(unit, e)  # R_l(unit) = P_l
                 # d/dd of P_l(e.d/r): tangential part of grad R_l(unit) over r
-                grad_unit = (grad_p - np.einsum("k,ki->ki", np.einsum("ki,ki->k", grad_p, unit), unit)) / r[:, None]
+                grad_unit = (
+                    grad_p - np.einsum("k,ki->ki", np.einsum("ki,ki->k", grad_p, unit), unit)
+                ) / r[:, None]
                 # each unordered pair appears twice (i->j, j->i): half each time,
                 # which also splits it evenly between its two atoms
                 np.add.at(energies, i, 0.5 * a * fc * p_l)
@@ -170,7 +172,11 @@ class AnisotropicCalculator(Calculator):
                 energies += a * value * (1.0 + vv)
                 # dv_i/dd = (fc I + fc' d d^T / r) / rc, symmetric
                 g = grad_v[i]
-                dE_dd += a * (fc[:, None] * g + (dfc / r * np.einsum("ki,ki->k", d, g))[:, None] * d) / cutoff
+                dE_dd += (
+                    a
+                    * (fc[:, None] * g + (dfc / r * np.einsum("ki,ki->k", d, g))[:, None] * d)
+                    / cutoff
+                )
         forces = np.zeros((n, 3))
         np.add.at(forces, i, dE_dd)
         np.add.at(forces, j, -dE_dd)

@@ -4,6 +4,17 @@ from ase.build import bulk, molecule
 from ase.calculators.calculator import Calculator, all_changes
 
 
+def thermalize(atoms, temperature_K, seed=0):
+    """Maxwell-Boltzmann momenta, seeded (thermalize_momenta is ASE >= 3.29)."""
+    from ase.md import velocitydistribution as vd
+
+    rng = np.random.default_rng(seed)
+    if hasattr(vd, "thermalize_momenta"):
+        vd.thermalize_momenta(atoms, temperature_K, rng=rng)
+    else:
+        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+
+
 def copper(repeat=(1, 1, 1), rattle=0.05, seed=0, cubic=True):
     atoms = bulk("Cu", "fcc", a=3.61, cubic=cubic).repeat(repeat)
     if rattle:

@@ -29,7 +29,11 @@ def _evaluate(calc, atoms):
 DEGREE_CASES = [
     ((1, 20.0, "site"), dict(quadrature="lebedev:1", inversion=False), dict(quadrature="identity")),
     ((2, 1.0, "pair"), dict(quadrature="lebedev:2"), dict(quadrature="lebedev:1")),
-    ((3, 10.0, "site"), dict(quadrature="group:O", inversion=False), dict(quadrature="group:T", inversion=False)),
+    (
+        (3, 10.0, "site"),
+        dict(quadrature="group:O", inversion=False),
+        dict(quadrature="group:T", inversion=False),
+    ),
     ((4, 0.1, "pair"), dict(quadrature="group:I"), dict(quadrature="group:O")),
     ((4, 0.1, "pair"), dict(quadrature="lebedev:4"), dict(quadrature="lebedev:3")),
 ]
@@ -81,12 +85,20 @@ def test_equivariance_errors_equal_their_analytic_values(cu4, terms, rule):
     atoms.get_potential_energy()
     r = calc.results
     n = len(atoms)
-    np.testing.assert_allclose(r["energy_equivariance_error"], np.sqrt(stats["energy"][1]), rtol=1e-10)
-    np.testing.assert_allclose(r["forces_equivariance_error"], np.sqrt(stats["forces"][1] / (3 * n)), rtol=1e-10)
-    np.testing.assert_allclose(r["stress_equivariance_error"], np.sqrt(stats["stress"][1] / 9), rtol=1e-10)
+    np.testing.assert_allclose(
+        r["energy_equivariance_error"], np.sqrt(stats["energy"][1]), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        r["forces_equivariance_error"], np.sqrt(stats["forces"][1] / (3 * n)), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        r["stress_equivariance_error"], np.sqrt(stats["stress"][1] / 9), rtol=1e-10
+    )
     per_atom = r["forces_equivariance_error_per_atom"]
     assert per_atom.shape == (n,)
-    np.testing.assert_allclose(np.sqrt(np.mean(per_atom**2)), r["forces_equivariance_error"], rtol=1e-12)
+    np.testing.assert_allclose(
+        np.sqrt(np.mean(per_atom**2)), r["forces_equivariance_error"], rtol=1e-12
+    )
 
 
 def test_site_term_energy_variance_has_a_closed_form(cu8):
@@ -115,7 +127,11 @@ def test_site_term_energy_variance_has_a_closed_form(cu8):
     [
         ("EMT-bulk", lambda: copper((2, 1, 1), seed=3), EMT),
         ("EMT-triclinic", lambda: copper(rattle=0.08, seed=4, cubic=False).repeat((2, 2, 1)), EMT),
-        ("LJ-cluster", lambda: copper((2, 1, 1), seed=5).copy(), lambda: LennardJones(sigma=2.3, epsilon=0.4, rc=5.0, smooth=True)),
+        (
+            "LJ-cluster",
+            lambda: copper((2, 1, 1), seed=5).copy(),
+            lambda: LennardJones(sigma=2.3, epsilon=0.4, rc=5.0, smooth=True),
+        ),
     ],
     ids=lambda x: x if isinstance(x, str) else "",
 )
@@ -145,8 +161,14 @@ def test_symmetrized_output_is_equivariant(cu4, seed):
         EMT(), terms=((2, 1.0), (3, 10.0, "site"), (4, 0.1)), direction=DIRECTION, cutoff=3.2
     )
     # group:I is exact to degree 5 >= 4: the average is exactly equivariant
-    assert_equivariant(SymmetrizedCalculator(model, quadrature="group:I"), cu4, seed=seed,
-                       energy_atol=1e-10, forces_atol=1e-10, stress_atol=1e-11)
+    assert_equivariant(
+        SymmetrizedCalculator(model, quadrature="group:I"),
+        cu4,
+        seed=seed,
+        energy_atol=1e-10,
+        forces_atol=1e-10,
+        stress_atol=1e-11,
+    )
     # and the harness has teeth: the raw model and a short rule both fail
     with pytest.raises(AssertionError, match="g = "):
         assert_equivariant(model, cu4, seed=seed)
@@ -157,7 +179,9 @@ def test_symmetrized_output_is_equivariant(cu4, seed):
 def test_cubic_crystal_needs_the_generic_orientation():
     # Reference section 3.4: a perfect axis-aligned fcc cell with a degree-4 term.
     atoms = copper((2, 2, 2), rattle=0.0)
-    model = AnisotropicCalculator(EMT(), terms=((4, 0.05, "pair"),), direction=(0, 0, 1), cutoff=3.0)
+    model = AnisotropicCalculator(
+        EMT(), terms=((4, 0.05, "pair"),), direction=(0, 0, 1), cutoff=3.0
+    )
     haar_std = np.sqrt(model.haar_statistics(atoms)["energy"][1])
     emt = _evaluate(EMT(), atoms)["energy"]
     raw = _evaluate(model, atoms)["energy"]
@@ -198,10 +222,14 @@ def test_section4_anchor(rule):
     atoms.calc = calc
     assert abs(atoms.get_potential_energy()) < 1e-12
     # V = |r|^2 / 3 = 14 / 3; the error is its square root (d = 1)
-    np.testing.assert_allclose(calc.results["energy_equivariance_error"] ** 2, 14.0 / 3.0, rtol=1e-12)
+    np.testing.assert_allclose(
+        calc.results["energy_equivariance_error"] ** 2, 14.0 / 3.0, rtol=1e-12
+    )
     # z(g) = (-1, 0, 0) g: mean 0, V = 1 over 3 components
     np.testing.assert_allclose(atoms.get_forces(), 0.0, atol=1e-12)
-    np.testing.assert_allclose(calc.results["forces_equivariance_error"] ** 2, 1.0 / 3.0, rtol=1e-12)
+    np.testing.assert_allclose(
+        calc.results["forces_equivariance_error"] ** 2, 1.0 / 3.0, rtol=1e-12
+    )
     assert calc.results["raw_energy"] == 1.0
 
 
@@ -217,10 +245,14 @@ def test_net_force_removal_cleans_the_diagnostics(cu4):
     np.testing.assert_allclose(f_clean, exact - exact.mean(axis=0), atol=1e-10)
     np.testing.assert_allclose(f_clean.sum(axis=0), 0.0, atol=1e-12)
     # ...but only after removal does the spread stop reporting it: |c|^2 / 3 per component
-    np.testing.assert_allclose(plain.results["forces_equivariance_error"], np.sqrt(0.14 / 3), rtol=1e-10)
+    np.testing.assert_allclose(
+        plain.results["forces_equivariance_error"], np.sqrt(0.14 / 3), rtol=1e-10
+    )
     assert cleaned.results["forces_equivariance_error"] < 1e-10
     # raw forces stay raw
-    np.testing.assert_allclose(cleaned.results["raw_forces"], _evaluate(spurious, cu4)["forces"], atol=1e-12)
+    np.testing.assert_allclose(
+        cleaned.results["raw_forces"], _evaluate(spurious, cu4)["forces"], atol=1e-12
+    )
 
 
 def test_random_grid_keeps_exactness_and_is_seeded(cu4):

@@ -74,7 +74,9 @@ def test_rule_basics(spec):
     assert len(rule) == 2 * EXPECTED_COUNTS[spec]
     np.testing.assert_allclose(rule.weights.sum(), 1.0, atol=1e-14)
     assert (rule.weights > 0).all()
-    np.testing.assert_allclose(np.einsum("mij,mkj->mik", m, m), np.broadcast_to(np.eye(3), m.shape), atol=1e-13)
+    np.testing.assert_allclose(
+        np.einsum("mij,mkj->mik", m, m), np.broadcast_to(np.eye(3), m.shape), atol=1e-13
+    )
     dets = np.linalg.det(m)
     np.testing.assert_allclose(np.abs(dets), 1.0, atol=1e-13)
     # inversion adds the improper coset with half of the weight
@@ -123,7 +125,9 @@ def test_generic_orientation_is_right_multiplication():
     assert generic.identity_index() is None
     assert aligned.identity_index() is not None
     custom = get_quadrature("group:O", orientation=GENERIC_ORIENTATION.T)
-    np.testing.assert_allclose(custom.matrices, aligned.matrices @ GENERIC_ORIENTATION.T, atol=1e-15)
+    np.testing.assert_allclose(
+        custom.matrices, aligned.matrices @ GENERIC_ORIENTATION.T, atol=1e-15
+    )
 
 
 def test_generic_orientation_is_far_from_crystal_axes():
@@ -159,13 +163,24 @@ def test_from_matrices_is_used_as_given():
     np.testing.assert_allclose(custom.weights, 1.0 / len(rule))
     assert get_quadrature(custom) is custom
     assert "custom" in repr(custom)
-    roundtrip = O3Quadrature.from_matrices(**{k: v for k, v in custom.todict().items() if k in ("matrices", "weights")})
+    roundtrip = O3Quadrature.from_matrices(
+        **{k: v for k, v in custom.todict().items() if k in ("matrices", "weights")}
+    )
     np.testing.assert_array_equal(roundtrip.matrices, custom.matrices)
 
 
 @pytest.mark.parametrize(
     "spec",
-    ["lebedev", "lebedev:0", "lebedev:x", "group:X", "random:0", "icosahedron", "lebedev-products:-1", 3],
+    [
+        "lebedev",
+        "lebedev:0",
+        "lebedev:x",
+        "group:X",
+        "random:0",
+        "icosahedron",
+        "lebedev-products:-1",
+        3,
+    ],
     ids=str,
 )
 def test_unknown_spec_lists_the_valid_forms(spec):

@@ -9,8 +9,9 @@ calculator lives in ``ase_loop``; batched torch evaluators plug in beside it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from ase import Atoms
