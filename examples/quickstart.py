@@ -46,8 +46,10 @@ rotated.calc = raw_model
 raw_change = rotated.get_potential_energy() - r["raw_energy"]
 rotated.calc = calc
 sym_change = rotated.get_potential_energy() - energy
-print(f"energy change under a random O(3) element: raw {raw_change:+.2e} eV, "
-      f"symmetrized {sym_change:+.2e} eV")
+print(
+    f"energy change under a random O(3) element: raw {raw_change:+.2e} eV, "
+    f"symmetrized {sym_change:+.2e} eV"
+)
 
 # A few MD steps with the symmetrized forces, logging the per-step errors.
 print("\nstep  E_pot raw   E_pot sym   energy err (meV)  forces err (meV/Å)")
@@ -58,7 +60,8 @@ def log():
     res = atoms.calc.results
     print(
         f"{dyn.nsteps:4d} {res['raw_energy']:10.5f} {res['energy']:10.5f} "
-        f"{res['energy_equivariance_error'] * 1e3:14.3f} {res['forces_equivariance_error'] * 1e3:18.3f}"
+        f"{res['energy_equivariance_error'] * 1e3:14.3f} "
+        f"{res['forces_equivariance_error'] * 1e3:18.3f}"
     )
 
 
