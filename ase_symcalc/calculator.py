@@ -91,7 +91,7 @@ class SymmetrizedCalculator(Calculator):
     }
 
     def __init__(self, base, quadrature="group:I", **kwargs):
-        self.evaluator = make_evaluator(base)
+        self.evaluator = make_evaluator(base, batch_size=kwargs.get("batch_size"))
         self.base = base
         #: number of rotated copies the base model has evaluated so far
         self.evaluation_count = 0
@@ -101,12 +101,7 @@ class SymmetrizedCalculator(Calculator):
         self._configure()
         # Truthful per instance: only what the base provides (stress needs a
         # 3D-periodic cell on top, checked at call time).
-        provided = set(getattr(base, "implemented_properties", [])) or {
-            "energy",
-            "forces",
-            "stress",
-            "energies",
-        }
+        provided = set(self.evaluator.implemented_properties)
         self.implemented_properties = [
             name
             for name in type(self).implemented_properties
@@ -136,6 +131,8 @@ class SymmetrizedCalculator(Calculator):
         if p.batch_size is not None and (not isinstance(p.batch_size, int) or p.batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None, got {p.batch_size!r}")
         self._rng = np.random.default_rng(p.seed)
+        if p.batch_size is not None and hasattr(self.evaluator, "batch_size"):
+            self.evaluator.batch_size = p.batch_size
 
     @property
     def quadrature(self) -> O3Quadrature:

@@ -263,7 +263,9 @@ def test_empty_atoms_and_bad_options_are_refused():
         SymmetrizedCalculator(EMT(), quadrature="lebedev")
     with pytest.raises(ValueError, match="batch_size"):
         SymmetrizedCalculator(EMT(), batch_size=0)
-    with pytest.raises(TypeError, match="expected an ASE calculator"):
+    with pytest.raises(FileNotFoundError, match="'EMT' does not exist; give an ASE calculator"):
         SymmetrizedCalculator("EMT")
+    with pytest.raises(TypeError, match="expected an ASE calculator"):
+        SymmetrizedCalculator(42)
     with pytest.raises(ValueError, match="sum to 1"):
         SymmetrizedCalculator(EMT(), quadrature=O3Quadrature(np.eye(3)[None], np.array([0.5])))

@@ -53,6 +53,8 @@ class Evaluator(Protocol):
 
     #: readable name of the model, used in error messages
     name: str
+    #: what the model can give at all (energy, forces, stress, energies)
+    implemented_properties: list[str]
 
     def available_properties(self, atoms: Atoms) -> set[str]:
         """Which of energy, forces, stress, energies the model gives for ``atoms``."""

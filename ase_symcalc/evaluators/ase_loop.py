@@ -77,6 +77,7 @@ class ASECalculatorEvaluator:
             )
         self.calculator = calculator
         self.name = f"base calculator {type(calculator).__name__}"
+        self.implemented_properties = list(calculator.implemented_properties)
 
     def available_properties(self, atoms: Atoms) -> set[str]:
         implemented = set(self.calculator.implemented_properties)

@@ -1,0 +1,321 @@
+"""Batched evaluator for metatomic models (PET, PET-MAD, UPET ... as ``.pt`` files).
+
+The neighbour list of a structure is rotation invariant: the pairs and cell
+shifts of ``g.x`` are those of ``x`` (shifts negated for improper ``g``, whose
+copy keeps the cell ``H R^T``), only the pair vectors rotate. So the list is
+computed once with vesin, and every rotated copy gets its pair vectors as
+``r'_j - r'_i + S' H'`` from its own positions and cell, in torch (exact, and
+differentiable for conservative forces). Copies run through the model in
+batches of ``batch_size`` systems; outputs are accumulated in float64.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from ase import Atoms
+
+from ..transforms import proper_part
+from ._base import StackedOutputs
+
+__all__ = ["MetatomicEvaluator", "DEFAULT_CPU_BATCH_SIZE"]
+
+# Measured on 2 CPU cores (benchmarks/bench_symmetrize.py): batching copies
+# brings no speed on CPU for PET-sized models and costs memory; on GPUs larger
+# batches fill the device.
+DEFAULT_CPU_BATCH_SIZE = 1
+DEFAULT_GPU_BATCH_SIZE = 16
+
+
+def _import_torch():
+    try:
+        import metatomic.torch as mta
+        import torch
+        from metatensor.torch import Labels, TensorBlock
+    except ImportError as error:  # pragma: no cover - dependencies of the package
+        raise ImportError(
+            "the metatomic evaluator needs torch, metatensor-torch and "
+            "metatomic-torch: pip install ase-symcalc (they are dependencies)"
+        ) from error
+    return torch, mta, Labels, TensorBlock
+
+
+def _pick_output(outputs, *names):
+    for name in names:
+        if name in outputs:
+            return name
+    return None
+
+
+class MetatomicEvaluator:
+    """Run a metatomic model on many rotated copies of one structure.
+
+    Parameters
+    ----------
+    model :
+        Path to an exported ``.pt`` model, an ``AtomisticModel``, or a
+        ``metatomic_ase.MetatomicCalculator`` (its model, device and
+        ``non_conservative`` setting are reused).
+    forces :
+        ``"direct"``: the model's ``non_conservative_force(s)`` and
+        ``non_conservative_stress`` outputs; ``"conservative"``: minus the
+        gradients of the energy (autograd, per batch); ``None``: direct when
+        the model has direct outputs.
+    device :
+        torch device; default: the first the model supports that is available.
+    batch_size :
+        rotated copies per model call; default 1 on CPU, 16 on GPU.
+    """
+
+    def __init__(
+        self,
+        model,
+        *,
+        forces: str | None = None,
+        device: str | None = None,
+        batch_size: int | None = None,
+        extensions_directory=None,
+    ):
+        torch, mta, _, _ = _import_torch()
+        self._torch = torch
+        nc_setting = None
+        if type(model).__name__ == "MetatomicCalculator":
+            nc_setting = model.parameters.get("non_conservative", False)
+            device = device or str(model._device)
+            model = model.model
+        if isinstance(model, (str, os.PathLike)):
+            path = os.fspath(model)
+            if not os.path.exists(path):
+                raise FileNotFoundError(
+                    f"metatomic model file '{path}' does not exist; give an ASE calculator, "
+                    "or the path of an exported metatomic .pt model "
+                    "(ase_symcalc.models.list_pretrained() lists the shipped ones)"
+                )
+            model = mta.load_atomistic_model(path, extensions_directory=extensions_directory)
+            self.name = f"metatomic model {os.path.basename(path)}"
+        else:
+            self.name = "metatomic model"
+        self.model = model
+        capabilities = model.capabilities()
+        self.dtype = {"float32": torch.float32, "float64": torch.float64}[capabilities.dtype]
+        self.device = torch.device(mta.pick_device(capabilities.supported_devices, device))
+        outputs = capabilities.outputs
+        self._energy_key = _pick_output(outputs, "energy")
+        self._forces_key = _pick_output(
+            outputs, "non_conservative_force", "non_conservative_forces"
+        )
+        self._stress_key = _pick_output(outputs, "non_conservative_stress")
+        if self._energy_key is None:
+            raise ValueError(f"{self.name} has no 'energy' output, which the symmetrizer needs")
+        if forces is None:
+            if nc_setting is not None:
+                forces = "direct" if nc_setting in (True, "forces") else "conservative"
+            else:
+                forces = "direct" if self._forces_key is not None else "conservative"
+        if forces not in ("direct", "conservative"):
+            raise ValueError(f"forces must be 'direct' or 'conservative', got {forces!r}")
+        if forces == "direct" and self._forces_key is None:
+            raise ValueError(
+                f"{self.name} has no non_conservative_force output; use forces='conservative'"
+            )
+        self.forces = forces
+        self._per_atom_energy = outputs[self._energy_key].sample_kind == "atom"
+        if model.requested_inputs(use_new_names=True):
+            raise NotImplementedError(
+                f"{self.name} requests extra inputs "
+                f"({', '.join(model.requested_inputs(use_new_names=True))}), which the "
+                "batched evaluator does not rotate yet; wrap a "
+                "metatomic_ase.MetatomicCalculator in ase_symcalc.evaluators."
+                "ASECalculatorEvaluator to use the generic loop"
+            )
+        self.implemented_properties = ["energy", "forces"]
+        if self._per_atom_energy:
+            self.implemented_properties.append("energies")
+        if self.forces == "conservative" or self._stress_key is not None:
+            self.implemented_properties.append("stress")
+        self._nl_options = list(model.requested_neighbor_lists())
+        if batch_size is None:
+            batch_size = (
+                DEFAULT_CPU_BATCH_SIZE if self.device.type == "cpu" else DEFAULT_GPU_BATCH_SIZE
+            )
+        self.batch_size = int(batch_size)
+
+    # -- the Evaluator protocol ----------------------------------------------
+
+    def available_properties(self, atoms: Atoms) -> set[str]:
+        available = {"energy", "forces"}
+        if self._per_atom_energy:
+            available.add("energies")
+        periodic = bool(atoms.pbc.all()) and atoms.cell.rank == 3
+        if periodic and (self.forces == "conservative" or self._stress_key is not None):
+            available.add("stress")
+        return available
+
+    def evaluate(
+        self, atoms: Atoms, matrices: np.ndarray, properties: Sequence[str], batch_size=None
+    ) -> StackedOutputs:
+        torch = self._torch
+        matrices = np.asarray(matrices, dtype=np.float64)
+        batch_size = int(batch_size or self.batch_size)
+        neighbors = [self._neighbor_pairs(atoms, options) for options in self._nl_options]
+        chunks = {name: [] for name in ("energy", "forces", "stress", "energies")}
+        for start in range(0, len(matrices), batch_size):
+            batch = matrices[start : start + batch_size]
+            try:
+                if self.forces == "conservative":
+                    out = self._run_conservative(atoms, batch, neighbors, properties)
+                else:
+                    with torch.inference_mode():
+                        out = self._run_direct(atoms, batch, neighbors, properties)
+            except RuntimeError as error:
+                if "out of memory" in str(error).lower():
+                    raise MemoryError(
+                        f"{self.name} ran out of memory on {self.device} evaluating "
+                        f"{len(batch)} rotated copies of {len(atoms)} atoms at once; "
+                        "lower batch_size (SymmetrizedCalculator(..., batch_size=1)), "
+                        "use a smaller rule, or run on CPU"
+                    ) from error
+                raise
+            for name, values in out.items():
+                chunks[name].append(values)
+        stacked = {name: np.concatenate(values) for name, values in chunks.items() if values}
+        return StackedOutputs(
+            energy=stacked["energy"],
+            forces=stacked.get("forces"),
+            stress=stacked.get("stress"),
+            energies=stacked.get("energies"),
+        )
+
+    # -- internals -------------------------------------------------------------
+
+    def _neighbor_pairs(self, atoms: Atoms, options):
+        """Pairs and integer cell shifts of the unrotated structure (vesin)."""
+        from vesin import NeighborList
+
+        cutoff = options.engine_cutoff("angstrom")
+        periodic = atoms.pbc.copy()
+        box = atoms.cell.array.copy()
+        if not periodic.any():
+            box = np.zeros((3, 3))
+        calculator = NeighborList(cutoff=cutoff, full_list=options.full_list)
+        i, j, shifts = calculator.compute(
+            atoms.positions, box, periodic if periodic.any() else False, quantities="ijS"
+        )
+        return options, np.asarray(i), np.asarray(j), np.asarray(shifts)
+
+    def _systems(self, atoms: Atoms, batch: np.ndarray, neighbors, requires_grad: bool):
+        torch, mta, Labels, TensorBlock = _import_torch()
+        device, dtype = self.device, self.dtype
+        types = torch.tensor(atoms.numbers, dtype=torch.int32, device=device)
+        pbc = torch.tensor(atoms.pbc, dtype=torch.bool, device=device)
+        dets = np.linalg.det(batch)
+        positions = atoms.positions @ np.swapaxes(batch, 1, 2)  # (B, N, 3), float64
+        cells = atoms.cell.array @ np.swapaxes(proper_part(batch), 1, 2)  # (B, 3, 3)
+        positions = torch.tensor(positions, dtype=dtype, device=device)
+        cells = torch.tensor(cells, dtype=dtype, device=device)
+        strains = None
+        if requires_grad:
+            positions.requires_grad_(True)
+            strains = torch.eye(3, dtype=dtype, device=device).repeat(len(batch), 1, 1)
+            strains.requires_grad_(True)
+            strained_positions = positions @ strains
+            cells = cells @ strains
+        else:
+            strained_positions = positions
+        components = Labels("xyz", torch.arange(3, device=device).reshape(-1, 1))
+        properties = Labels("distance", torch.zeros((1, 1), dtype=torch.int32, device=device))
+        prepared = []
+        for options, i, j, shifts in neighbors:
+            i_t = torch.tensor(i, dtype=torch.long, device=device)
+            j_t = torch.tensor(j, dtype=torch.long, device=device)
+            shifts_t = torch.tensor(shifts, dtype=dtype, device=device)
+            samples = {}
+            for sign in (1, -1):
+                values = np.column_stack([i, j, sign * shifts]).astype(np.int32)
+                samples[sign] = Labels(
+                    ["first_atom", "second_atom", "cell_shift_a", "cell_shift_b", "cell_shift_c"],
+                    torch.tensor(values, device=device),
+                    assume_unique=True,
+                )
+            prepared.append((options, i_t, j_t, shifts_t, samples))
+        systems = []
+        for k in range(len(batch)):
+            sign = 1 if dets[k] > 0 else -1
+            system = mta.System(types, strained_positions[k], cells[k], pbc)
+            for options, i_t, j_t, shifts_t, samples in prepared:
+                pos = strained_positions[k]
+                vectors = pos[j_t] - pos[i_t] + (sign * shifts_t) @ cells[k]
+                block = TensorBlock(
+                    vectors.reshape(-1, 3, 1), samples[sign], [components], properties
+                )
+                system.add_neighbor_list(options, block)
+            systems.append(system)
+        return systems, positions, strains
+
+    def _outputs(self, want_stress: bool):
+        from metatomic.torch import ModelOutput
+
+        outputs = {
+            self._energy_key: ModelOutput(
+                quantity="energy",
+                unit="eV",
+                sample_kind="atom" if self._per_atom_energy else "system",
+            )
+        }
+        if self.forces == "direct":
+            outputs[self._forces_key] = ModelOutput(unit="eV/A", sample_kind="atom")
+            if want_stress:
+                outputs[self._stress_key] = ModelOutput(unit="eV/A^3", sample_kind="system")
+        return outputs
+
+    def _forward(self, systems, want_stress):
+        from metatomic.torch import ModelEvaluationOptions
+
+        options = ModelEvaluationOptions(
+            length_unit="angstrom", outputs=self._outputs(want_stress), selected_atoms=None
+        )
+        return self.model(systems, options, check_consistency=False)
+
+    def _energies(self, result, n_copies, n_atoms):
+        values = result[self._energy_key].block().values
+        if self._per_atom_energy:
+            per_atom = values.reshape(n_copies, n_atoms)
+            return per_atom.sum(dim=1), per_atom
+        return values.reshape(n_copies), None
+
+    def _run_direct(self, atoms, batch, neighbors, properties):
+        n = len(atoms)
+        want_stress = "stress" in properties
+        systems, _, _ = self._systems(atoms, batch, neighbors, requires_grad=False)
+        result = self._forward(systems, want_stress)
+        energy, per_atom = self._energies(result, len(batch), n)
+        out = {"energy": energy.double().cpu().numpy()}
+        if "energies" in properties and per_atom is not None:
+            out["energies"] = per_atom.double().cpu().numpy()
+        if "forces" in properties:
+            forces = result[self._forces_key].block().values.reshape(len(batch), n, 3)
+            out["forces"] = forces.double().cpu().numpy()
+        if want_stress:
+            stress = result[self._stress_key].block().values.reshape(len(batch), 3, 3)
+            out["stress"] = stress.double().cpu().numpy()
+        return out
+
+    def _run_conservative(self, atoms, batch, neighbors, properties):
+        torch = self._torch
+        n = len(atoms)
+        want_stress = "stress" in properties
+        systems, positions, strains = self._systems(atoms, batch, neighbors, requires_grad=True)
+        result = self._forward(systems, want_stress=False)
+        energy, per_atom = self._energies(result, len(batch), n)
+        inputs = [positions, strains] if want_stress else [positions]
+        grads = torch.autograd.grad(energy.sum(), inputs, allow_unused=True)
+        out = {"energy": energy.detach().double().cpu().numpy()}
+        if "energies" in properties and per_atom is not None:
+            out["energies"] = per_atom.detach().double().cpu().numpy()
+        out["forces"] = -grads[0].double().cpu().numpy()
+        if want_stress:
+            volume = abs(np.linalg.det(atoms.cell.array))
+            out["stress"] = grads[1].double().cpu().numpy() / volume
+        return out
