@@ -64,6 +64,8 @@ class SymmetrizedCalculator(Calculator):
     remove_net_force :
         Remove the net force from every back-rotated copy (direct forces). The
         equivariance errors are then computed on the forces after removal.
+        ``None`` (default): on for metatomic models run with direct forces (as
+        metatomic-ase's own calculator does), off otherwise.
     raw :
         Also report the raw prediction on the unrotated input (``raw_*``
         keys). Free when the rule contains the identity, one extra evaluation
@@ -86,7 +88,7 @@ class SymmetrizedCalculator(Calculator):
         "mode": "grid",
         "seed": None,
         "batch_size": None,
-        "remove_net_force": False,
+        "remove_net_force": None,
         "raw": True,
     }
 
@@ -133,6 +135,12 @@ class SymmetrizedCalculator(Calculator):
         self._rng = np.random.default_rng(p.seed)
         if p.batch_size is not None and hasattr(self.evaluator, "batch_size"):
             self.evaluator.batch_size = p.batch_size
+
+    def _remove_net_force(self) -> bool:
+        setting = self.parameters.remove_net_force
+        if setting is None:
+            return getattr(self.evaluator, "forces", None) == "direct"
+        return bool(setting)
 
     @property
     def quadrature(self) -> O3Quadrature:
@@ -217,7 +225,7 @@ class SymmetrizedCalculator(Calculator):
             outputs if len(evaluated) == len(matrices) else outputs.select(slice(0, len(matrices)))
         )
         averaged = symmetrize(
-            on_rule, matrices, weights, net_force_removal=self.parameters.remove_net_force
+            on_rule, matrices, weights, net_force_removal=self._remove_net_force()
         )
         results = {"energy": averaged.energy, "free_energy": averaged.energy}
         results["energy_equivariance_error"] = averaged.energy_error

@@ -30,6 +30,7 @@ from .transforms import matrix_to_voigt, rotate_forces, rotate_stress, voigt_to_
 __all__ = [
     "AnisotropicCalculator",
     "assert_equivariant",
+    "float64_model",
     "random_o3",
     "rotated_atoms",
 ]
@@ -241,6 +242,31 @@ def _mean_var(values, weights):
     mean = np.tensordot(weights, values, axes=(0, 0))
     dev = values - mean
     return mean, float(np.tensordot(weights, dev * dev, axes=(0, 0)).sum())
+
+
+def float64_model(model):
+    """A float64 copy of a metatomic model (a path or an ``AtomisticModel``).
+
+    Rounding in float32 hides differences below ~1e-6; comparing evaluators
+    (batched vs looped, symmetrized vs finite differences) to 1e-10 needs the
+    same weights in float64.
+    """
+    import torch
+    from metatomic.torch import AtomisticModel, ModelCapabilities, load_atomistic_model
+
+    if not isinstance(model, AtomisticModel):
+        model = load_atomistic_model(str(model))
+    caps = model.capabilities()
+    capabilities = ModelCapabilities(
+        outputs=caps.outputs,
+        atomic_types=caps.atomic_types,
+        interaction_range=caps.interaction_range,
+        length_unit=caps.length_unit,
+        supported_devices=caps.supported_devices,
+        dtype="float64",
+    )
+    module = model.module.to(torch.float64).eval()
+    return AtomisticModel(module, model.metadata(), capabilities)
 
 
 def assert_equivariant(

@@ -159,16 +159,16 @@ class MetatomicEvaluator:
         torch = self._torch
         matrices = np.asarray(matrices, dtype=np.float64)
         batch_size = int(batch_size or self.batch_size)
-        neighbors = [self._neighbor_pairs(atoms, options) for options in self._nl_options]
+        shared = self._prepare(atoms)
         chunks = {name: [] for name in ("energy", "forces", "stress", "energies")}
         for start in range(0, len(matrices), batch_size):
             batch = matrices[start : start + batch_size]
             try:
                 if self.forces == "conservative":
-                    out = self._run_conservative(atoms, batch, neighbors, properties)
+                    out = self._run_conservative(atoms, batch, shared, properties)
                 else:
                     with torch.inference_mode():
-                        out = self._run_direct(atoms, batch, neighbors, properties)
+                        out = self._run_direct(atoms, batch, shared, properties)
             except RuntimeError as error:
                 if "out of memory" in str(error).lower():
                     raise MemoryError(
@@ -190,65 +190,83 @@ class MetatomicEvaluator:
 
     # -- internals -------------------------------------------------------------
 
-    def _neighbor_pairs(self, atoms: Atoms, options):
-        """Pairs and integer cell shifts of the unrotated structure (vesin)."""
+    def _prepare(self, atoms: Atoms) -> dict:
+        """Everything the copies share, built once per structure.
+
+        Pairs and integer cell shifts come from vesin on the unrotated
+        structure; the sample Labels for proper (shifts S) and improper
+        (shifts -S) copies are built once and shared by every copy.
+        """
         from vesin import NeighborList
 
-        cutoff = options.engine_cutoff("angstrom")
-        periodic = atoms.pbc.copy()
-        box = atoms.cell.array.copy()
-        if not periodic.any():
-            box = np.zeros((3, 3))
-        calculator = NeighborList(cutoff=cutoff, full_list=options.full_list)
-        i, j, shifts = calculator.compute(
-            atoms.positions, box, periodic if periodic.any() else False, quantities="ijS"
-        )
-        return options, np.asarray(i), np.asarray(j), np.asarray(shifts)
-
-    def _systems(self, atoms: Atoms, batch: np.ndarray, neighbors, requires_grad: bool):
-        torch, mta, Labels, TensorBlock = _import_torch()
+        torch, _, Labels, _ = _import_torch()
         device, dtype = self.device, self.dtype
-        types = torch.tensor(atoms.numbers, dtype=torch.int32, device=device)
-        pbc = torch.tensor(atoms.pbc, dtype=torch.bool, device=device)
-        dets = np.linalg.det(batch)
-        positions = atoms.positions @ np.swapaxes(batch, 1, 2)  # (B, N, 3), float64
-        cells = atoms.cell.array @ np.swapaxes(proper_part(batch), 1, 2)  # (B, 3, 3)
-        positions = torch.tensor(positions, dtype=dtype, device=device)
-        cells = torch.tensor(cells, dtype=dtype, device=device)
-        strains = None
-        if requires_grad:
-            positions.requires_grad_(True)
-            strains = torch.eye(3, dtype=dtype, device=device).repeat(len(batch), 1, 1)
-            strains.requires_grad_(True)
-            strained_positions = positions @ strains
-            cells = cells @ strains
-        else:
-            strained_positions = positions
-        components = Labels("xyz", torch.arange(3, device=device).reshape(-1, 1))
-        properties = Labels("distance", torch.zeros((1, 1), dtype=torch.int32, device=device))
-        prepared = []
-        for options, i, j, shifts in neighbors:
-            i_t = torch.tensor(i, dtype=torch.long, device=device)
-            j_t = torch.tensor(j, dtype=torch.long, device=device)
-            shifts_t = torch.tensor(shifts, dtype=dtype, device=device)
+        periodic = atoms.pbc.copy()
+        box = atoms.cell.array.copy() if periodic.any() else np.zeros((3, 3))
+        lists = []
+        for options in self._nl_options:
+            calculator = NeighborList(
+                cutoff=options.engine_cutoff("angstrom"), full_list=options.full_list
+            )
+            i, j, shifts = calculator.compute(
+                atoms.positions, box, periodic if periodic.any() else False, quantities="ijS"
+            )
             samples = {}
             for sign in (1, -1):
-                values = np.column_stack([i, j, sign * shifts]).astype(np.int32)
+                values = np.column_stack([i, j, sign * np.asarray(shifts)]).astype(np.int32)
                 samples[sign] = Labels(
                     ["first_atom", "second_atom", "cell_shift_a", "cell_shift_b", "cell_shift_c"],
                     torch.tensor(values, device=device),
                     assume_unique=True,
                 )
-            prepared.append((options, i_t, j_t, shifts_t, samples))
+            lists.append(
+                (
+                    options,
+                    torch.tensor(np.asarray(i), dtype=torch.long, device=device),
+                    torch.tensor(np.asarray(j), dtype=torch.long, device=device),
+                    torch.tensor(np.asarray(shifts), dtype=dtype, device=device),
+                    samples,
+                )
+            )
+        return {
+            "lists": lists,
+            "types": torch.tensor(atoms.numbers, dtype=torch.int32, device=device),
+            "pbc": torch.tensor(atoms.pbc, dtype=torch.bool, device=device),
+            "components": Labels("xyz", torch.arange(3, device=device).reshape(-1, 1)),
+            "properties": Labels("distance", torch.zeros((1, 1), dtype=torch.int32, device=device)),
+        }
+
+    def _systems(self, atoms: Atoms, batch: np.ndarray, shared: dict, requires_grad: bool):
+        """Systems for the copies ``g.x`` of one batch, with their neighbour lists."""
+        torch, mta, _, TensorBlock = _import_torch()
+        device, dtype = self.device, self.dtype
+        dets = np.linalg.det(batch)
+        # rotate in float64, then cast to the model's dtype
+        positions = atoms.positions @ np.swapaxes(batch, 1, 2)  # (B, N, 3)
+        cells = atoms.cell.array @ np.swapaxes(proper_part(batch), 1, 2)  # (B, 3, 3)
+        positions = torch.tensor(positions, dtype=dtype, device=device)
+        cells = torch.tensor(cells, dtype=dtype, device=device)
+        strains = None
+        used_positions = positions
+        if requires_grad:
+            positions.requires_grad_(True)
+            strains = torch.eye(3, dtype=dtype, device=device).repeat(len(batch), 1, 1)
+            strains.requires_grad_(True)
+            used_positions = positions @ strains
+            cells = cells @ strains
         systems = []
         for k in range(len(batch)):
             sign = 1 if dets[k] > 0 else -1
-            system = mta.System(types, strained_positions[k], cells[k], pbc)
-            for options, i_t, j_t, shifts_t, samples in prepared:
-                pos = strained_positions[k]
+            pos = used_positions[k]
+            system = mta.System(shared["types"], pos, cells[k], shared["pbc"])
+            for options, i_t, j_t, shifts_t, samples in shared["lists"]:
+                # pair vectors of the copy from its own positions and cell
                 vectors = pos[j_t] - pos[i_t] + (sign * shifts_t) @ cells[k]
                 block = TensorBlock(
-                    vectors.reshape(-1, 3, 1), samples[sign], [components], properties
+                    vectors.reshape(-1, 3, 1),
+                    samples[sign],
+                    [shared["components"]],
+                    shared["properties"],
                 )
                 system.add_neighbor_list(options, block)
             systems.append(system)
@@ -285,10 +303,10 @@ class MetatomicEvaluator:
             return per_atom.sum(dim=1), per_atom
         return values.reshape(n_copies), None
 
-    def _run_direct(self, atoms, batch, neighbors, properties):
+    def _run_direct(self, atoms, batch, shared, properties):
         n = len(atoms)
         want_stress = "stress" in properties
-        systems, _, _ = self._systems(atoms, batch, neighbors, requires_grad=False)
+        systems, _, _ = self._systems(atoms, batch, shared, requires_grad=False)
         result = self._forward(systems, want_stress)
         energy, per_atom = self._energies(result, len(batch), n)
         out = {"energy": energy.double().cpu().numpy()}
@@ -302,11 +320,11 @@ class MetatomicEvaluator:
             out["stress"] = stress.double().cpu().numpy()
         return out
 
-    def _run_conservative(self, atoms, batch, neighbors, properties):
+    def _run_conservative(self, atoms, batch, shared, properties):
         torch = self._torch
         n = len(atoms)
         want_stress = "stress" in properties
-        systems, positions, strains = self._systems(atoms, batch, neighbors, requires_grad=True)
+        systems, positions, strains = self._systems(atoms, batch, shared, requires_grad=True)
         result = self._forward(systems, want_stress=False)
         energy, per_atom = self._energies(result, len(batch), n)
         inputs = [positions, strains] if want_stress else [positions]

@@ -1,0 +1,70 @@
+"""Models shipped with the package, loadable offline.
+
+``pretrained()`` returns a ready ASE calculator (metatomic-ase's
+``MetatomicCalculator`` with direct forces and stress) of a shipped model;
+``SymmetrizedCalculator(pretrained())`` symmetrizes it with the batched
+metatomic evaluator.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["DEFAULT_MODEL", "list_pretrained", "metadata", "path", "pretrained"]
+
+DEFAULT_MODEL = "pet-cu-emt"
+
+_MODELS = {
+    "pet-cu-emt": (
+        "Small unconstrained PET (metatrain) for copper, trained on EMT data with "
+        "rotational augmentation; direct forces and stress"
+    ),
+}
+
+
+def list_pretrained() -> dict[str, str]:
+    """Shipped model names with a one-line description each."""
+    return dict(_MODELS)
+
+
+def _check_name(name: str | None) -> str:
+    name = DEFAULT_MODEL if name is None else name
+    if name not in _MODELS:
+        raise ValueError(
+            f"unknown shipped model {name!r}; available: {', '.join(_MODELS)} "
+            "(or give the path of your own metatomic .pt file)"
+        )
+    return name
+
+
+def path(name: str | None = None) -> Path:
+    """The ``.pt`` file of a shipped model (inside the installed package)."""
+    name = _check_name(name)
+    file = Path(str(resources.files(__name__).joinpath("data", f"{name}.pt")))
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"the model file of {name!r} is missing from the installation ({file}); "
+            "reinstall ase-symcalc, or rebuild it with python -m ase_symcalc.models.train"
+        )
+    return file
+
+
+def metadata(name: str | None = None) -> dict:
+    """How a shipped model was made: command, seed, versions, accuracy."""
+    file = path(name).with_suffix(".json")
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def pretrained(name: str | None = None, *, device: str | None = None, **kwargs):
+    """A ready ASE calculator of the raw (unsymmetrized) shipped model.
+
+    Forces and stress are the model's direct outputs (``non_conservative=True``);
+    note that ``MetatomicCalculator`` removes the net force of direct forces.
+    Extra keyword arguments go to ``MetatomicCalculator``.
+    """
+    from metatomic_ase import MetatomicCalculator
+
+    kwargs.setdefault("non_conservative", True)
+    return MetatomicCalculator(str(path(name)), device=device, **kwargs)
