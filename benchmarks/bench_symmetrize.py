@@ -12,7 +12,8 @@ speed-up over the peers, and the peak resident memory of the process.
 Methods:
 - raw: ``metatomic_ase.MetatomicCalculator`` (direct forces and stress), one call;
 - ours: ``SymmetrizedCalculator(model_path, quadrature=rule)`` (batched
-  metatomic evaluator, neighbour list once);
+  metatomic evaluator, neighbour list once, default batch size); ``ours-bN``:
+  the same with ``batch_size=N``;
 - loop: the plain loop, rotated ``Atoms`` through the raw calculator one by one
   (``SymmetrizedCalculator`` over ``ASECalculatorEvaluator``);
 - mta-model: ``metatomic.torch.o3.SymmetrizedModel`` wrapping the same model
@@ -89,8 +90,11 @@ def make_calculator(method, model_path, rule_spec, model=None):
     rule = _rule(rule_spec)
     if method == "raw":
         return MetatomicCalculator(model, non_conservative=True)
-    if method == "ours":
-        return SymmetrizedCalculator(model, quadrature=rule, remove_net_force=True)
+    if method == "ours" or method.startswith("ours-b"):
+        batch = int(method[len("ours-b") :]) if method.startswith("ours-b") else None
+        return SymmetrizedCalculator(
+            model, quadrature=rule, batch_size=batch, remove_net_force=True
+        )
     if method == "loop":
         base = MetatomicCalculator(model, non_conservative=True)
         return SymmetrizedCalculator(ASECalculatorEvaluator(base), quadrature=rule)
