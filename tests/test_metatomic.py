@@ -1,0 +1,190 @@
+"""The shipped model and the batched metatomic evaluator."""
+
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import copper
+from metatomic_ase import MetatomicCalculator
+
+from ase_symcalc import SymmetrizedCalculator
+from ase_symcalc.evaluators import ASECalculatorEvaluator, make_evaluator
+from ase_symcalc.evaluators.metatomic import MetatomicEvaluator
+from ase_symcalc.models import list_pretrained, metadata, path, pretrained
+from ase_symcalc.testing import float64_model, random_o3, rotated_atoms
+
+
+@pytest.fixture(scope="module")
+def model64():
+    return float64_model(path())
+
+
+@pytest.fixture
+def cu32():
+    return copper((2, 2, 2), rattle=0.08, seed=3)
+
+
+def test_shipped_model_is_listed_and_loads_offline(cu4):
+    assert "pet-cu-emt" in list_pretrained()
+    assert path().suffix == ".pt" and path().stat().st_size < 5e6
+    record = metadata()
+    assert record["name"] == "pet-cu-emt" and "versions" in record
+    cu4.calc = pretrained()
+    assert np.isfinite(cu4.get_potential_energy())
+    assert cu4.get_forces().shape == (4, 3)
+    assert cu4.get_stress().shape == (6,)
+    with pytest.raises(ValueError, match="unknown shipped model 'nope'.*pet-cu-emt"):
+        path("nope")
+
+
+def test_raw_predictions_match_metatomic_ase(cu32):
+    reference = cu32.copy()
+    reference.calc = pretrained()
+    calc = SymmetrizedCalculator(path(), quadrature="lebedev:1")
+    assert isinstance(calc.evaluator, MetatomicEvaluator)
+    cu32.calc = calc
+    cu32.get_potential_energy()
+    r = calc.results
+    # float32 model: agreement to float32 rounding of the inputs
+    np.testing.assert_allclose(r["raw_energy"], reference.get_potential_energy(), rtol=1e-6)
+    raw_forces = r["raw_forces"] - r["raw_forces"].mean(axis=0)  # metatomic-ase removes it
+    np.testing.assert_allclose(raw_forces, reference.get_forces(), atol=2e-5)
+    np.testing.assert_allclose(r["raw_stress"], reference.get_stress(), atol=2e-6)
+
+
+@pytest.mark.parametrize("spec", ["lebedev:2", "group:O"])
+def test_batched_and_looped_evaluation_agree_in_float64(model64, cu32, spec):
+    batched = SymmetrizedCalculator(model64, quadrature=spec, batch_size=5)
+    looped = SymmetrizedCalculator(
+        ASECalculatorEvaluator(MetatomicCalculator(model64, non_conservative=True)),
+        quadrature=spec,
+        remove_net_force=True,
+    )
+    a, b = cu32.copy(), cu32.copy()
+    a.calc, b.calc = batched, looped
+    a.get_potential_energy()
+    b.get_potential_energy()
+    for key in looped.results:
+        ours = batched.results[key]
+        if key == "raw_forces":  # metatomic-ase removes the net force of direct forces
+            ours = ours - ours.mean(axis=0)
+        np.testing.assert_allclose(ours, looped.results[key], rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+def test_batch_size_does_not_change_the_result(model64, cu4):
+    evaluator = make_evaluator(model64)
+    matrices = random_o3(7, seed=2)
+    one = evaluator.evaluate(cu4, matrices, ["energy", "forces", "stress"], batch_size=1)
+    many = evaluator.evaluate(cu4, matrices, ["energy", "forces", "stress"], batch_size=4)
+    for name in ("energy", "forces", "stress"):
+        np.testing.assert_allclose(getattr(one, name), getattr(many, name), rtol=1e-12, atol=1e-14)
+
+
+def test_improper_copies_rotate_the_pair_vectors_consistently(model64):
+    # a copy evaluated by the batched evaluator equals the model run on an
+    # explicitly rotated Atoms (improper included), with its own neighbour list
+    atoms = copper((2, 1, 1), rattle=0.1, seed=8, cubic=False)
+    evaluator = make_evaluator(model64)
+    reference = MetatomicCalculator(model64, non_conservative=True)
+    for g in random_o3(3, seed=5):
+        out = evaluator.evaluate(atoms, g[None], ["energy", "forces", "stress"])
+        copy = rotated_atoms(atoms, g)
+        copy.calc = reference
+        np.testing.assert_allclose(out.energy[0], copy.get_potential_energy(), rtol=1e-12)
+        forces = out.forces[0] - out.forces[0].mean(axis=0)
+        np.testing.assert_allclose(forces, copy.get_forces(), atol=1e-10)
+
+
+def test_symmetrized_shipped_model_is_equivariant(cu32):
+    calc = SymmetrizedCalculator(path())  # group:I, exact to degree 5
+    cu32.calc = calc
+    e0, f0 = cu32.get_potential_energy(), cu32.get_forces()
+    raw0, spread = calc.results["raw_energy"], calc.results["energy_equivariance_error"]
+    force_spread = calc.results["forces_equivariance_error"]
+    raw_change, sym_change, sym_force_change = [], [], []
+    for g in random_o3(2, seed=4):
+        copy = rotated_atoms(cu32, g)
+        copy.calc = calc
+        sym_change.append(abs(copy.get_potential_energy() - e0))
+        sym_force_change.append(np.abs(copy.get_forces() - f0 @ g.T).max())
+        raw_change.append(abs(calc.results["raw_energy"] - raw0))
+    # the residual beyond degree 5 is what is left: far below the raw change
+    # and below the model's own spread over rotations
+    assert max(sym_change) < 0.2 * max(raw_change) + 1e-5
+    assert max(sym_change) < 0.5 * spread + 1e-5
+    assert max(sym_force_change) < 4 * force_spread
+
+
+def test_conservative_forces_are_minus_the_gradient_of_the_average(model64):
+    atoms = copper((1, 1, 1), rattle=0.1, seed=6)
+    calc = SymmetrizedCalculator(
+        MetatomicEvaluator(model64, forces="conservative"), quadrature="lebedev:1"
+    )
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    stress = atoms.get_stress()
+    from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
+
+    np.testing.assert_allclose(forces, calculate_numerical_forces(atoms, 1e-5), atol=1e-7)
+    np.testing.assert_allclose(stress, calculate_numerical_stress(atoms, 1e-6), atol=1e-8)
+
+
+def test_out_of_memory_is_reraised_with_the_knobs(cu4, monkeypatch):
+    evaluator = make_evaluator(path())
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(evaluator, "_run_direct", boom)
+    with pytest.raises(MemoryError, match="lower batch_size"):
+        evaluator.evaluate(cu4, np.eye(3)[None], ["energy"])
+
+
+def test_bad_model_inputs():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        SymmetrizedCalculator("missing-model.pt")
+    with pytest.raises(ValueError, match="forces must be 'direct' or 'conservative'"):
+        MetatomicEvaluator(path(), forces="magic")
+
+
+def test_model_ships_in_the_wheel_and_loads_from_it(tmp_path):
+    root = path().parents[3]
+    if not (root / "pyproject.toml").is_file():
+        pytest.skip("not running from a source tree")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(root),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next((tmp_path / "dist").glob("ase_symcalc-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        assert "ase_symcalc/models/data/pet-cu-emt.pt" in archive.namelist()
+        archive.extractall(tmp_path / "site")
+    site = str(tmp_path / "site")
+    code = (
+        "import ase_symcalc.models as m, ase.build as b;"
+        f"p = m.path(); assert str(p).startswith({site!r}), p;"
+        "a = b.bulk('Cu', cubic=True); a.calc = m.pretrained(); print(a.get_potential_energy())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert np.isfinite(float(result.stdout.strip().splitlines()[-1]))

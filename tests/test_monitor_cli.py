@@ -1,0 +1,143 @@
+"""MD monitoring and the command line."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ase import units
+from ase.calculators.emt import EMT
+from ase.io import read, write
+from ase.md.verlet import VelocityVerlet
+from conftest import copper, thermalize
+
+from ase_symcalc import SymmetrizedCalculator
+from ase_symcalc.cli import main, read_log
+from ase_symcalc.monitor import COLUMNS, EquivarianceMonitor
+from ase_symcalc.testing import AnisotropicCalculator
+
+
+def test_monitor_rows_equal_the_calculator_results(tmp_path):
+    atoms = copper((2, 1, 1), seed=2)
+    thermalize(atoms, 300, seed=1)
+    model = AnisotropicCalculator(EMT(), terms=((2, 1.0),), direction=(0.3, 0.5, 0.8))
+    calc = SymmetrizedCalculator(model, quadrature="lebedev:2")
+    atoms.calc = calc
+    dyn = VelocityVerlet(atoms, timestep=2 * units.fs)
+    seen = []
+    log = tmp_path / "log.csv"
+    monitor = EquivarianceMonitor(atoms, log, dynamics=dyn, trajectory=tmp_path / "t.extxyz")
+    dyn.attach(monitor, interval=2)
+    dyn.attach(lambda: seen.append(dict(calc.results)), interval=2)
+    evaluations = []
+    dyn.attach(lambda: evaluations.append(calc.evaluation_count), interval=1)
+    dyn.run(4)
+    monitor.close()
+    # the monitor adds no model evaluation: one pass per step
+    assert evaluations[-1] == 5 * (len(calc.quadrature) + 1)
+    data = read_log(log)
+    assert list(data) == list(COLUMNS)
+    np.testing.assert_array_equal(data["step"], [0, 2, 4])
+    np.testing.assert_allclose(data["time_fs"], [0, 4, 8], atol=1e-9)
+    for k, results in enumerate(seen):
+        np.testing.assert_allclose(data["epot_sym"][k], results["energy"], rtol=1e-9)
+        np.testing.assert_allclose(data["epot_raw"][k], results["raw_energy"], rtol=1e-9)
+        np.testing.assert_allclose(
+            data["forces_equivariance_error"][k], results["forces_equivariance_error"], rtol=1e-9
+        )
+        per_atom = results["forces_equivariance_error_per_atom"]
+        assert data["worst_atom"][k] == np.argmax(per_atom)
+        np.testing.assert_allclose(data["max_atom_forces_error"][k], per_atom.max(), rtol=1e-9)
+    with open(log) as handle:
+        header = next(csv.reader(handle))
+    assert "forces_equivariance_error [eV/Å]" in header
+    frames = read(tmp_path / "t.extxyz", ":")
+    assert len(frames) == 3
+    assert frames[-1].arrays["forces_equivariance_error"].shape == (len(atoms),)
+    np.testing.assert_allclose(frames[-1].get_potential_energy(), seen[-1]["energy"], rtol=1e-9)
+    assert "forces_equivariance_error" not in atoms.info  # user's atoms untouched
+
+
+def test_monitor_leaves_stress_empty_without_a_cell(tmp_path):
+    atoms = copper(seed=3)
+    atoms.pbc = False
+    atoms.calc = SymmetrizedCalculator(EMT(), quadrature="lebedev:1")
+    monitor = EquivarianceMonitor(atoms, tmp_path / "log.csv")
+    monitor()
+    monitor.close()
+    assert np.isnan(read_log(tmp_path / "log.csv")["stress_equivariance_error"][0])
+
+
+def test_md_command_end_to_end(tmp_path):
+    structure = tmp_path / "cu.extxyz"
+    write(structure, copper(seed=4))
+    out = tmp_path / "run"
+    code = main(
+        [
+            "md",
+            str(structure),
+            "--quadrature",
+            "lebedev:1",
+            "--steps",
+            "3",
+            "--ensemble",
+            "nve",
+            "--output",
+            str(out),
+            "--seed",
+            "1",
+        ]
+    )
+    assert code == 0
+    log = read_log(out / "log.csv")
+    assert len(log["step"]) == 4 and np.isfinite(log["forces_equivariance_error"]).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["logged_steps"] == 4 and "etot_drift_meV_per_atom_per_ps" in summary
+    assert summary["model_evaluations"] == 4 * 25
+    assert len(read(out / "trajectory.extxyz", ":")) == 4
+    png = (out / "equivariance.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # never overwritten without --overwrite
+    assert main(["md", str(structure), "--steps", "1", "--output", str(out)]) == 2
+    assert len(read_log(out / "log.csv")["step"]) == 4
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["md", "missing.xyz"], "does not exist"),
+        (["md", "--model", "nope"], "unknown model 'nope'"),
+        (["md", "--quadrature", "lebedev:x", "--steps", "1"], "valid forms"),
+        (["md", "--steps", "-1"], "--steps must be"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, arguments, message):
+    assert main(arguments + ["--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["md", "--mode", "sometimes"])
+    assert exit_info.value.code == 2
+
+
+def test_quadratures_and_export(tmp_path, capsys):
+    assert main(["quadratures"]) == 0
+    assert "group:I" in capsys.readouterr().out
+    target = tmp_path / "model.pt"
+    assert main(["export-metatomic", str(target)]) == 0
+    assert target.stat().st_size > 100_000
+    assert main(["export-metatomic", str(target)]) == 2
+
+
+def test_console_script_help():
+    exe = os.path.join(os.path.dirname(sys.executable), "ase-symcalc")
+    if not os.path.exists(exe):
+        pytest.skip("console script not installed")
+    out = subprocess.run([exe, "md", "--help"], capture_output=True, text=True, check=True)
+    assert "examples:" in out.stdout and "--quadrature" in out.stdout
