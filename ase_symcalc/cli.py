@@ -159,7 +159,9 @@ def _dynamics(args, atoms):
         temperature_K=args.temperature,
         friction=0.01 / units.fs,
         fixcm=False,
-        rng=np.random.default_rng(args.seed),
+        # a legacy RandomState: with a numpy Generator, ASE 3.29's Langevin
+        # heated 108 Cu atoms from 311 K to 430 K in its first 2 fs step
+        rng=np.random.RandomState(args.seed),
     )
 
 
