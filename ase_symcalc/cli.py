@@ -61,6 +61,29 @@ def _build_parser() -> argparse.ArgumentParser:
     md.add_argument("--batch-size", type=int, default=None)
     md.add_argument("--output", default="symcalc-md", help="output directory")
     md.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    md.add_argument(
+        "--restart",
+        metavar="DIR",
+        default=None,
+        help="continue a run from the last frame of DIR/trajectory.extxyz, appending "
+        "to DIR/log.csv (--steps more steps)",
+    )
+
+    compare = sub.add_parser(
+        "compare",
+        help="raw vs symmetrized predictions over every frame of a file",
+        description="Evaluate raw and symmetrized predictions on every frame; with "
+        "reference energies/forces in the file, also their errors and the split "
+        "mean RMSE(raw)^2 ~ RMSE(sym)^2 + A^2. Writes OUTPUT.csv and OUTPUT.png.",
+    )
+    compare.add_argument("dataset", help="any multi-frame file ASE reads")
+    compare.add_argument("--model", default=None)
+    compare.add_argument("--quadrature", default="group:I")
+    compare.add_argument("--output", default="compare", help="prefix of the .csv and .png")
+
+    plot = sub.add_parser("plot", help="draw the equivariance figure from a log.csv")
+    plot.add_argument("log", help="a log.csv written by ase-symcalc md")
+    plot.add_argument("--output", default=None, help="PNG path (default: next to the log)")
 
     sub.add_parser("quadratures", help="print the table of quadrature rules")
 
@@ -233,26 +256,84 @@ def plot_log(log: dict, output: Path, title: str = ""):
     plt.close(fig)
 
 
+def _restart_state(directory: Path):
+    """Last trajectory frame, and the log cut back to that frame's step."""
+    from ase.io import read, write
+
+    trajectory = directory / "trajectory.extxyz"
+    log_file = directory / "log.csv"
+    if not trajectory.is_file() or not log_file.is_file():
+        raise CommandError(f"cannot restart: '{directory}' has no trajectory.extxyz and log.csv")
+    try:
+        frames = read(trajectory, ":")
+    except Exception:  # a frame cut by a killed run: keep the complete ones
+        frames = _read_complete_frames(trajectory)
+    if not frames:
+        raise CommandError(f"cannot restart: '{trajectory}' holds no complete frame")
+    write(trajectory, frames, format="extxyz")  # drop a half-written last frame
+    last = frames[-1]
+    step = int(last.info["step"])
+    # rows logged after the last saved frame (or cut in half) would be duplicated
+    lines = log_file.read_text().splitlines(keepends=True)
+    kept = [lines[0]]
+    for line in lines[1:]:
+        fields = line.rstrip("\n").split(",")
+        if not line.endswith("\n") or len(fields) != len(lines[0].split(",")):
+            break
+        if int(float(fields[0])) > step:
+            break
+        kept.append(line)
+    log_file.write_text("".join(kept))
+    atoms = last.copy()
+    atoms.calc = None
+    return atoms, step
+
+
+def _read_complete_frames(path: Path):
+    from ase.io import iread
+
+    frames = []
+    try:
+        for frame in iread(path, ":"):
+            frames.append(frame)
+    except Exception:
+        pass
+    return frames
+
+
 def run_md(args) -> int:
     from tqdm.auto import tqdm
 
     from .monitor import EquivarianceMonitor
 
-    atoms = _load_structure(args.structure)
-    model_path = _model_path(args.model)
     if args.steps < 0 or args.interval < 1 or args.timestep <= 0:
         raise CommandError("--steps must be >= 0, --interval >= 1 and --timestep > 0")
-    output = Path(args.output)
-    _prepare_output(output, args.overwrite)
+    model_path = _model_path(args.model)
+    step_offset = 0
+    if args.restart:
+        output = Path(args.restart)
+        atoms, step_offset = _restart_state(output)
+    else:
+        atoms = _load_structure(args.structure)
+        output = Path(args.output)
+        _prepare_output(output, args.overwrite)
     atoms.calc = _make_calculator(args, model_path)
     if not atoms.has("momenta") or not atoms.get_momenta().any():
         _thermalize(atoms, args.temperature, args.seed)
     dyn = _dynamics(args, atoms)
     monitor = EquivarianceMonitor(
-        atoms, output / "log.csv", dynamics=dyn, trajectory=output / "trajectory.extxyz"
+        atoms,
+        output / "log.csv",
+        dynamics=dyn,
+        trajectory=output / "trajectory.extxyz",
+        step_offset=step_offset,
     )
     bar = tqdm(total=args.steps, desc="MD", unit="step", disable=None)
-    dyn.attach(monitor, interval=args.interval)
+    if step_offset:
+        # the restart frame is already logged: skip the observer call at step 0
+        dyn.attach(lambda: monitor() if dyn.nsteps > 0 else None, interval=args.interval)
+    else:
+        dyn.attach(monitor, interval=args.interval)
     dyn.attach(lambda: bar.update(1) if dyn.nsteps > 0 else None, interval=1)
     start = time.perf_counter()
     try:
@@ -308,6 +389,159 @@ def run_quadratures(args) -> int:
     return 0
 
 
+def run_plot(args) -> int:
+    log_file = Path(args.log)
+    if not log_file.is_file():
+        raise CommandError(f"log file '{log_file}' does not exist")
+    try:
+        log = read_log(log_file)
+    except Exception as error:
+        raise CommandError(f"cannot read '{log_file}' as an ase-symcalc log: {error}") from error
+    output = Path(args.output) if args.output else log_file.with_name("equivariance.png")
+    plot_log(log, output, title=str(log_file))
+    print(f"wrote {output}")
+    return 0
+
+
+COMPARE_COLUMNS = [
+    "frame",
+    "atoms",
+    "energy_raw",
+    "energy_sym",
+    "energy_ref",
+    "forces_raw_vs_sym_rmse",
+    "forces_rmse_raw",
+    "forces_rmse_sym",
+    "energy_equivariance_error",
+    "forces_equivariance_error",
+    "stress_equivariance_error",
+]
+
+
+def run_compare(args) -> int:
+    import csv
+
+    from ase.io import read
+    from tqdm.auto import tqdm
+
+    from .calculator import SymmetrizedCalculator
+
+    try:
+        frames = read(args.dataset, ":")
+    except FileNotFoundError as error:
+        raise CommandError(f"dataset '{args.dataset}' does not exist") from error
+    except Exception as error:
+        raise CommandError(f"cannot read dataset '{args.dataset}': {error}") from error
+    model_path = _model_path(args.model)
+    try:
+        calc = SymmetrizedCalculator(model_path, quadrature=args.quadrature)
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+    rows = []
+    for index, frame in enumerate(tqdm(frames, desc="compare", disable=None)):
+        reference = {}
+        if frame.calc is not None:
+            for key in ("energy", "forces"):
+                try:
+                    reference[key] = frame.calc.get_property(key, frame, allow_calculation=False)
+                except Exception:
+                    pass
+        atoms = frame.copy()
+        atoms.calc = calc
+        atoms.get_forces()
+        r = calc.results
+        ref_f = reference.get("forces")
+        rows.append(
+            {
+                "frame": index,
+                "atoms": len(atoms),
+                "energy_raw": r["raw_energy"],
+                "energy_sym": r["energy"],
+                "energy_ref": reference.get("energy"),
+                "forces_raw_vs_sym_rmse": _rmse(r["raw_forces"] - r["forces"]),
+                "forces_rmse_raw": None if ref_f is None else _rmse(r["raw_forces"] - ref_f),
+                "forces_rmse_sym": None if ref_f is None else _rmse(r["forces"] - ref_f),
+                "energy_equivariance_error": r["energy_equivariance_error"],
+                "forces_equivariance_error": r["forces_equivariance_error"],
+                "stress_equivariance_error": r.get("stress_equivariance_error"),
+            }
+        )
+    output = Path(args.output)
+    with open(output.with_suffix(".csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COMPARE_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    _print_compare(rows)
+    _plot_compare(rows, output.with_suffix(".png"))
+    print(f"wrote {output.with_suffix('.csv')} and {output.with_suffix('.png')}")
+    return 0
+
+
+def _rmse(values) -> float:
+    return float(np.sqrt(np.mean(np.asarray(values) ** 2)))
+
+
+def _pooled(rows, key) -> float:
+    """RMS over frames, weighted by the number of force components."""
+    weights = np.array([3 * row["atoms"] for row in rows], dtype=float)
+    values = np.array([row[key] for row in rows], dtype=float)
+    return float(np.sqrt(np.sum(weights * values**2) / weights.sum()))
+
+
+def _print_compare(rows):
+    print(f"{len(rows)} frames (forces in meV/Å, pooled over frames)")
+    print(f"  raw vs symmetrized RMSE   {1e3 * _pooled(rows, 'forces_raw_vs_sym_rmse'):8.2f}")
+    print(f"  equivariance error A      {1e3 * _pooled(rows, 'forces_equivariance_error'):8.2f}")
+    if all(row["forces_rmse_raw"] is not None for row in rows):
+        raw = _pooled(rows, "forces_rmse_raw")
+        sym = _pooled(rows, "forces_rmse_sym")
+        spread = _pooled(rows, "forces_equivariance_error")
+        print(f"  RMSE raw vs reference     {1e3 * raw:8.2f}")
+        print(f"  RMSE symmetrized vs ref.  {1e3 * sym:8.2f}")
+        print(
+            f"  split: sqrt(RMSE_sym^2 + A^2) = {1e3 * np.hypot(sym, spread):.2f} "
+            f"(the raw RMSE over random orientations; here one orientation)"
+        )
+
+
+def _plot_compare(rows, output: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    frames = [row["frame"] for row in rows]
+    for key, label in (
+        ("forces_equivariance_error", "equivariance error"),
+        ("forces_raw_vs_sym_rmse", "raw vs symmetrized"),
+        ("forces_rmse_raw", "raw vs reference"),
+        ("forces_rmse_sym", "symmetrized vs reference"),
+    ):
+        values = [row[key] for row in rows]
+        if all(v is not None for v in values):
+            axes[0].plot(frames, 1e3 * np.array(values), "o-", ms=3, label=label)
+    axes[0].set_xlabel("frame")
+    axes[0].set_ylabel("forces (meV/Å)")
+    axes[0].legend(fontsize=8)
+    per_atom_raw = [row["energy_raw"] / row["atoms"] for row in rows]
+    per_atom_sym = [row["energy_sym"] / row["atoms"] for row in rows]
+    if all(row["energy_ref"] is not None for row in rows):
+        ref = [row["energy_ref"] / row["atoms"] for row in rows]
+        axes[1].plot(ref, per_atom_raw, "o", ms=3, label="raw")
+        axes[1].plot(ref, per_atom_sym, "x", ms=3, label="symmetrized")
+        axes[1].set_xlabel("reference energy (eV/atom)")
+    else:
+        axes[1].plot(per_atom_raw, per_atom_sym, "o", ms=3)
+        axes[1].set_xlabel("raw energy (eV/atom)")
+    axes[1].set_ylabel("predicted energy (eV/atom)")
+    axes[1].legend(fontsize=8) if axes[1].get_legend_handles_labels()[0] else None
+    fig.tight_layout()
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+
+
 def run_export(args) -> int:
     source = Path(_model_path(args.model))
     destination = Path(args.output)
@@ -323,7 +557,13 @@ def run_export(args) -> int:
 def main(argv=None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    handlers = {"md": run_md, "quadratures": run_quadratures, "export-metatomic": run_export}
+    handlers = {
+        "md": run_md,
+        "compare": run_compare,
+        "plot": run_plot,
+        "quadratures": run_quadratures,
+        "export-metatomic": run_export,
+    }
     try:
         return handlers[args.command](args)
     except CommandError as error:

@@ -141,3 +141,117 @@ def test_console_script_help():
         pytest.skip("console script not installed")
     out = subprocess.run([exe, "md", "--help"], capture_output=True, text=True, check=True)
     assert "examples:" in out.stdout and "--quadrature" in out.stdout
+
+
+def _tiny_structure(tmp_path):
+    structure = tmp_path / "cu.extxyz"
+    write(structure, copper(seed=5))
+    return structure
+
+
+def test_restart_continues_without_losing_or_duplicating_rows(tmp_path):
+    structure = _tiny_structure(tmp_path)
+    out = tmp_path / "run"
+    common = ["--quadrature", "lebedev:1", "--ensemble", "nve"]
+    assert main(["md", str(structure), "--steps", "3", "--output", str(out)] + common) == 0
+    assert main(["md", "--restart", str(out), "--steps", "2"] + common) == 0
+    log = read_log(out / "log.csv")
+    np.testing.assert_array_equal(log["step"], [0, 1, 2, 3, 4, 5])
+    np.testing.assert_allclose(np.diff(log["time_fs"]), 2.0)
+    frames = read(out / "trajectory.extxyz", ":")
+    assert [f.info["step"] for f in frames] == [0, 1, 2, 3, 4, 5]
+    # NVE from a restart conserves what the run conserved: no kick at the seam
+    assert abs(log["etot"][3] - log["etot"][2]) < 5 * abs(log["etot"][2] - log["etot"][1]) + 1e-3
+
+
+def test_killed_run_keeps_a_readable_log_and_restarts(tmp_path):
+    import signal
+    import time
+
+    structure = _tiny_structure(tmp_path)
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "ase_symcalc.cli",
+        "md",
+        str(structure),
+        "--steps",
+        "500",
+        "--quadrature",
+        "lebedev:1",
+        "--ensemble",
+        "nve",
+        "--output",
+        str(out),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_file = out / "log.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if log_file.exists() and len(log_file.read_text().splitlines()) >= 6:
+            break
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    log = read_log(log_file)  # every complete row is there and parses
+    assert len(log["step"]) >= 5
+    np.testing.assert_array_equal(log["step"], np.arange(len(log["step"])))
+    assert (
+        main(
+            [
+                "md",
+                "--restart",
+                str(out),
+                "--steps",
+                "2",
+                "--quadrature",
+                "lebedev:1",
+                "--ensemble",
+                "nve",
+            ]
+        )
+        == 0
+    )
+    after = read_log(log_file)
+    np.testing.assert_array_equal(after["step"], np.arange(len(after["step"])))  # no gap, no repeat
+    frames = read(out / "trajectory.extxyz", ":")
+    assert [f.info["step"] for f in frames] == list(after["step"].astype(int))
+
+
+def test_compare_and_plot_commands(tmp_path, capsys):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    for seed in range(3):
+        atoms = copper(seed=seed)
+        atoms.calc = EMT()
+        atoms.calc = SinglePointCalculator(
+            atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces()
+        )
+        frames.append(atoms)
+    dataset = tmp_path / "data.extxyz"
+    write(dataset, frames)
+    prefix = tmp_path / "cmp"
+    assert (
+        main(["compare", str(dataset), "--quadrature", "lebedev:1", "--output", str(prefix)]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "RMSE raw vs reference" in printed and "equivariance error" in printed
+    with open(prefix.with_suffix(".csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 and float(rows[0]["forces_rmse_raw"]) > 0
+    assert prefix.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["compare", str(tmp_path / "nope.xyz")]) == 2
+    # plot: the figure again from a log
+    out = tmp_path / "run"
+    assert (
+        main(
+            ["md", str(dataset), "--steps", "1", "--quadrature", "lebedev:1", "--output", str(out)]
+        )
+        == 0
+    )
+    (out / "equivariance.png").unlink()
+    assert main(["plot", str(out / "log.csv")]) == 0
+    assert (out / "equivariance.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", str(tmp_path / "missing.csv")]) == 2
