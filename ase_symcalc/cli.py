@@ -22,6 +22,8 @@ examples:
   ase-symcalc md POSCAR --steps 200 --quadrature lebedev:3 --output run1
   ase-symcalc md start.extxyz --mode raw --ensemble nve --timestep 2
   ase-symcalc md --model my-pet-mad.pt --ensemble langevin --temperature 600
+  ase-symcalc md --ensemble npt --pressure 1 --temperature 300 --steps 100
+  ase-symcalc md --restart symcalc-md --steps 100    # continue a run
 """
 
 
@@ -52,7 +54,10 @@ def _build_parser() -> argparse.ArgumentParser:
     md.add_argument(
         "--mode", default="grid", choices=["grid", "random-grid", "random-single", "raw"]
     )
-    md.add_argument("--ensemble", default="langevin", choices=["nve", "langevin"])
+    md.add_argument("--ensemble", default="langevin", choices=["nve", "langevin", "npt"])
+    md.add_argument(
+        "--pressure", type=float, default=1.0, help="bar, for --ensemble npt (default 1)"
+    )
     md.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
     md.add_argument("--timestep", type=float, default=2.0, help="fs (default 2)")
     md.add_argument("--steps", type=int, default=30)
@@ -174,6 +179,24 @@ def _dynamics(args, atoms):
         from ase.md.verlet import VelocityVerlet
 
         return VelocityVerlet(atoms, timestep=dt)
+    if args.ensemble == "npt":
+        from ase.md.nptberendsen import NPTBerendsen
+
+        if not (atoms.pbc.all() and atoms.cell.rank == 3):
+            raise CommandError("--ensemble npt needs a 3D-periodic structure (it uses the stress)")
+        # Berendsen barostat: works for any cell shape (ASE's NPT needs an
+        # upper-triangular cell); 100 fs thermostat, 1 ps barostat, Cu-like
+        # compressibility
+        return NPTBerendsen(
+            atoms,
+            timestep=dt,
+            temperature_K=args.temperature,
+            pressure_au=args.pressure * units.bar,
+            taut=100 * units.fs,
+            taup=1000 * units.fs,
+            compressibility_au=1.0 / (140 * units.GPa),
+            fixcm=False,
+        )
     from ase.md.langevin import Langevin
 
     return Langevin(

@@ -5,7 +5,7 @@ forces, once symmetrized (``lebedev:3``, 48 rotations), both logged by
 ``EquivarianceMonitor``. Prints the total-energy drift of each (meV/atom/ps)
 and writes ``md_raw_vs_symmetrized.png``.
 
-Run: python examples/md_raw_vs_symmetrized.py [--steps 100] [--output DIR]
+Run: python examples/md_raw_vs_symmetrized.py [--steps 30] [--output DIR]   (30 steps: ~55 s)
 """
 
 import argparse
@@ -23,7 +23,7 @@ from ase_symcalc.models import path
 from ase_symcalc.monitor import EquivarianceMonitor
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--steps", type=int, default=100)
+parser.add_argument("--steps", type=int, default=30)
 parser.add_argument("--timestep", type=float, default=2.0, help="fs")
 parser.add_argument("--quadrature", default="lebedev:3")
 parser.add_argument("--output", default="md_raw_vs_symmetrized")

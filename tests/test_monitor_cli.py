@@ -149,6 +149,49 @@ def _tiny_structure(tmp_path):
     return structure
 
 
+def test_npt_runs_and_changes_the_cell(tmp_path):
+    structure = _tiny_structure(tmp_path)
+    out = tmp_path / "npt"
+    assert (
+        main(
+            [
+                "md",
+                str(structure),
+                "--ensemble",
+                "npt",
+                "--pressure",
+                "10000",
+                "--steps",
+                "3",
+                "--quadrature",
+                "lebedev:1",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    frames = read(out / "trajectory.extxyz", ":")
+    assert abs(frames[-1].get_volume() - frames[0].get_volume()) > 1e-6
+    molecule_file = tmp_path / "mol.xyz"
+    write(molecule_file, copper(seed=1)[:2].copy(), format="xyz")
+    assert (
+        main(
+            [
+                "md",
+                str(molecule_file),
+                "--ensemble",
+                "npt",
+                "--steps",
+                "1",
+                "--output",
+                str(tmp_path / "m"),
+            ]
+        )
+        == 2
+    )
+
+
 def test_restart_continues_without_losing_or_duplicating_rows(tmp_path):
     structure = _tiny_structure(tmp_path)
     out = tmp_path / "run"
