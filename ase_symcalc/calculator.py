@@ -12,7 +12,7 @@ from ase.calculators.calculator import (
 from scipy.spatial.transform import Rotation
 
 from .evaluators import StackedOutputs, check_outputs, make_evaluator
-from .quadrature import O3Quadrature, get_quadrature
+from .quadrature import O3Quadrature, find_identity, get_quadrature
 from .symmetrize import symmetrize
 from .transforms import matrix_to_voigt
 
@@ -204,18 +204,13 @@ class SymmetrizedCalculator(Calculator):
         wanted = [name for name in ("energy", "forces", "stress", "energies") if name in available]
 
         matrices, weights = self._rule_for_call()
-        raw_index = None
+        evaluated, raw_index = matrices, None
         if self.parameters.raw:
-            distance = np.abs(matrices - np.eye(3)).reshape(len(matrices), -1).max(axis=1)
-            hits = np.flatnonzero(distance < 1e-12)
-            if len(hits):
-                raw_index = int(hits[0])
-                evaluated = matrices
-            else:
+            # the raw prediction is free when the rule holds the identity
+            raw_index = find_identity(matrices)
+            if raw_index is None:
                 raw_index = len(matrices)
                 evaluated = np.concatenate([matrices, np.eye(3)[None]])
-        else:
-            evaluated = matrices
 
         outputs = self.evaluator.evaluate(atoms, evaluated, wanted)
         self.evaluation_count += len(evaluated)

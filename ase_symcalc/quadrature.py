@@ -132,9 +132,7 @@ class O3Quadrature:
 
     def identity_index(self, atol: float = 1e-12) -> int | None:
         """Index of the identity matrix in the rule, or None."""
-        diff = np.abs(self.matrices - np.eye(3)).reshape(len(self), -1).max(axis=1)
-        hits = np.flatnonzero(diff < atol)
-        return int(hits[0]) if len(hits) else None
+        return find_identity(self.matrices, atol)
 
     def rotated(self, rotation, *, name=None) -> O3Quadrature:
         """The rule right-multiplied by ``rotation``: ``g_i R``. Exactness is kept."""
@@ -154,6 +152,13 @@ class O3Quadrature:
             "matrices": self.matrices.tolist(),
             "weights": self.weights.tolist(),
         }
+
+
+def find_identity(matrices: np.ndarray, atol: float = 1e-12) -> int | None:
+    """Index of the first identity matrix in a stack (M, 3, 3), or None."""
+    diff = np.abs(np.asarray(matrices) - np.eye(3)).reshape(len(matrices), -1).max(axis=1)
+    hits = np.flatnonzero(diff < atol)
+    return int(hits[0]) if len(hits) else None
 
 
 def _validate_rule(matrices: np.ndarray, weights: np.ndarray) -> None:

@@ -5,14 +5,10 @@ from ase.calculators.calculator import Calculator, all_changes
 
 
 def thermalize(atoms, temperature_K, seed=0):
-    """Maxwell-Boltzmann momenta, seeded (thermalize_momenta is ASE >= 3.29)."""
-    from ase.md import velocitydistribution as vd
+    """Seeded Maxwell-Boltzmann momenta (the CLI's helper)."""
+    from ase_symcalc.cli import _thermalize
 
-    rng = np.random.default_rng(seed)
-    if hasattr(vd, "thermalize_momenta"):
-        vd.thermalize_momenta(atoms, temperature_K, rng=rng)
-    else:
-        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    _thermalize(atoms, temperature_K, seed)
 
 
 def copper(repeat=(1, 1, 1), rattle=0.05, seed=0, cubic=True):

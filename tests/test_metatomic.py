@@ -188,3 +188,22 @@ def test_model_ships_in_the_wheel_and_loads_from_it(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert np.isfinite(float(result.stdout.strip().splitlines()[-1]))
+
+
+def test_accuracy_evaluation_reuses_the_raw_copy(cu4):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from ase_symcalc.models.evaluate import evaluate_accuracy
+
+    reference = cu4.copy()
+    reference.calc = pretrained()
+    raw = {k: reference.calc.get_property(k, reference) for k in ("energy", "forces", "stress")}
+    frame = cu4.copy()
+    frame.calc = SinglePointCalculator(
+        frame, energy=raw["energy"] + 0.4, forces=raw["forces"], stress=raw["stress"]
+    )
+    result = evaluate_accuracy([frame], rule="lebedev:1", progress=False)
+    # raw errors against a reference equal to metatomic-ase's own raw prediction
+    np.testing.assert_allclose(result["energy_rmse_per_atom"], 0.1, rtol=1e-4)
+    assert result["forces_rmse"] < 1e-4 and result["stress_rmse"] < 1e-5
+    assert result["forces_equivariance_error"] > 0
