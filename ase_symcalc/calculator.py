@@ -66,6 +66,17 @@ class SymmetrizedCalculator(Calculator):
         equivariance errors are then computed on the forces after removal.
         ``None`` (default): on for metatomic models run with direct forces (as
         metatomic-ase's own calculator does), off otherwise.
+    forces :
+        Metatomic models only: ``"direct"`` (the model's non-conservative
+        forces and stress), ``"conservative"`` (minus the gradients of the
+        energy of each copy, by autograd, batch by batch: their average is
+        exactly minus the gradient of the symmetrized energy, and the stress
+        its strain derivative), or ``None`` (direct when the model has direct
+        outputs). In conservative mode a model with direct outputs also
+        reports them, symmetrized, as ``direct_forces`` / ``direct_stress``.
+    remove_net_torque :
+        Remove the net force and then the net torque of the forces, per copy;
+        only for non-periodic systems, where angular momentum is conserved.
     raw :
         Also report the raw prediction on the unrotated input (``raw_*``
         keys). Free when the rule contains the identity, one extra evaluation
@@ -75,8 +86,10 @@ class SymmetrizedCalculator(Calculator):
     ``stress`` (Voigt, eV/Å^3), ``energies``; ``raw_energy``, ``raw_forces``,
     ``raw_stress``, ``raw_energies``; ``energy_equivariance_error`` (eV),
     ``forces_equivariance_error`` (eV/Å), ``forces_equivariance_error_per_atom``
-    (N,), ``stress_equivariance_error`` (eV/Å^3). Errors are NaN when only one
-    copy is evaluated (``"identity"``, ``"random-single"``).
+    (N,), ``stress_equivariance_error`` (eV/Å^3); in conservative mode also
+    ``direct_forces``, ``direct_stress``, ``direct_forces_equivariance_error``.
+    Errors are NaN when only one copy is evaluated (``"identity"``,
+    ``"random-single"``).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -89,11 +102,15 @@ class SymmetrizedCalculator(Calculator):
         "seed": None,
         "batch_size": None,
         "remove_net_force": None,
+        "remove_net_torque": False,
+        "forces": None,
         "raw": True,
     }
 
     def __init__(self, base, quadrature="group:I", **kwargs):
-        self.evaluator = make_evaluator(base, batch_size=kwargs.get("batch_size"))
+        self.evaluator = make_evaluator(
+            base, batch_size=kwargs.get("batch_size"), forces=kwargs.get("forces")
+        )
         self.base = base
         #: number of rotated copies the base model has evaluated so far
         self.evaluation_count = 0
@@ -103,8 +120,11 @@ class SymmetrizedCalculator(Calculator):
         self._configure()
         # Truthful per instance: only what the base provides (stress needs a
         # 3D-periodic cell on top, checked at call time).
+        self.implemented_properties = self._provided()
+
+    def _provided(self) -> list[str]:
         provided = set(self.evaluator.implemented_properties)
-        self.implemented_properties = [
+        return [
             name
             for name in type(self).implemented_properties
             if name in provided or (name == "free_energy" and "energy" in provided)
@@ -135,6 +155,15 @@ class SymmetrizedCalculator(Calculator):
         self._rng = np.random.default_rng(p.seed)
         if p.batch_size is not None and hasattr(self.evaluator, "batch_size"):
             self.evaluator.batch_size = p.batch_size
+        if p.forces is not None and getattr(self.evaluator, "forces", None) != p.forces:
+            if not hasattr(self.evaluator, "forces"):
+                raise ValueError(
+                    f"forces={p.forces!r} needs a metatomic model (the conservative forces "
+                    f"come from autograd); {self.evaluator.name} gives its forces as it "
+                    "computes them: leave forces=None"
+                )
+            self.evaluator.forces = p.forces
+            self.implemented_properties = self._provided()
 
     def _remove_net_force(self) -> bool:
         setting = self.parameters.remove_net_force
@@ -219,8 +248,21 @@ class SymmetrizedCalculator(Calculator):
         on_rule = (
             outputs if len(evaluated) == len(matrices) else outputs.select(slice(0, len(matrices)))
         )
+        torque_positions = None
+        if self.parameters.remove_net_torque:
+            if atoms.pbc.any():
+                raise ValueError(
+                    "remove_net_torque is only meaningful for non-periodic systems (angular "
+                    f"momentum is not conserved with pbc={atoms.pbc.tolist()}); set "
+                    "remove_net_torque=False or atoms.pbc = False"
+                )
+            torque_positions = atoms.positions
         averaged = symmetrize(
-            on_rule, matrices, weights, net_force_removal=self._remove_net_force()
+            on_rule,
+            matrices,
+            weights,
+            net_force_removal=self._remove_net_force(),
+            net_torque_positions=torque_positions,
         )
         results = {"energy": averaged.energy, "free_energy": averaged.energy}
         results["energy_equivariance_error"] = averaged.energy_error
@@ -233,6 +275,11 @@ class SymmetrizedCalculator(Calculator):
             results["stress_equivariance_error"] = averaged.stress_error
         if averaged.energies is not None:
             results["energies"] = averaged.energies
+        if averaged.direct_forces is not None:
+            results["direct_forces"] = averaged.direct_forces
+            results["direct_forces_equivariance_error"] = averaged.direct_forces_error
+        if averaged.direct_stress is not None:
+            results["direct_stress"] = matrix_to_voigt(averaged.direct_stress)
         if raw_index is not None:
             results.update(self._raw_results(outputs.select(raw_index)))
         return results

@@ -16,7 +16,13 @@ from .evaluators import StackedOutputs
 from .metrics import equivariance_rmse, per_atom_rmse, weighted_mean
 from .transforms import back_rotate_forces, back_rotate_stress
 
-__all__ = ["SymmetrizedOutputs", "back_rotate", "remove_net_force", "symmetrize"]
+__all__ = [
+    "SymmetrizedOutputs",
+    "back_rotate",
+    "remove_net_force",
+    "remove_net_torque",
+    "symmetrize",
+]
 
 
 @dataclass
@@ -31,15 +37,27 @@ class SymmetrizedOutputs:
     forces_error: float | None
     forces_error_per_atom: np.ndarray | None
     stress_error: float | None
+    direct_forces: np.ndarray | None = None
+    direct_forces_error: float | None = None
+    direct_stress: np.ndarray | None = None
 
 
 def back_rotate(outputs: StackedOutputs, matrices: np.ndarray) -> StackedOutputs:
     """``z(g_i) = rho(g_i)^-1 u(g_i)`` for every stacked output."""
+
+    def forces(values):
+        return None if values is None else back_rotate_forces(values, matrices)
+
+    def stress(values):
+        return None if values is None else back_rotate_stress(values, matrices)
+
     return StackedOutputs(
         energy=outputs.energy,
-        forces=None if outputs.forces is None else back_rotate_forces(outputs.forces, matrices),
-        stress=None if outputs.stress is None else back_rotate_stress(outputs.stress, matrices),
+        forces=forces(outputs.forces),
+        stress=stress(outputs.stress),
         energies=outputs.energies,
+        direct_forces=forces(outputs.direct_forces),
+        direct_stress=stress(outputs.direct_stress),
     )
 
 
@@ -52,23 +70,52 @@ def remove_net_force(forces: np.ndarray) -> np.ndarray:
     return forces - forces.mean(axis=-2, keepdims=True)
 
 
+def remove_net_torque(forces: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Remove the net torque of forces whose net force is zero.
+
+    Adds the rigid-rotation field ``omega x (r_i - c)`` (``c`` the centroid)
+    with ``I omega = -tau``, ``I = sum_i |d_i|^2 1 - d_i d_i^T`` and ``tau`` the
+    torque: the correction has no net force and cancels the torque exactly
+    (least squares, via the pseudo-inverse, for linear molecules). Only
+    meaningful for non-periodic systems. Works on (N, 3) or stacked (M, N, 3).
+    """
+    d = np.asarray(positions, dtype=np.float64)
+    d = d - d.mean(axis=0)
+    inertia = np.sum(d * d) * np.eye(3) - d.T @ d
+    torque = np.cross(d, forces).sum(axis=-2)  # (..., 3)
+    omega = -torque @ np.linalg.pinv(inertia).T
+    return forces + np.cross(omega[..., None, :], d)
+
+
+def _clean_forces(forces, net_force, positions):
+    # torque is origin-independent only once the net force is zero
+    if forces is not None and (net_force or positions is not None):
+        forces = remove_net_force(forces)
+    if forces is not None and positions is not None:
+        forces = remove_net_torque(forces, positions)
+    return forces
+
+
 def symmetrize(
     outputs: StackedOutputs,
     matrices: np.ndarray,
     weights: np.ndarray,
     *,
     net_force_removal: bool = False,
+    net_torque_positions: np.ndarray | None = None,
+    direct_net_force_removal: bool = True,
 ) -> SymmetrizedOutputs:
     """Average the back-rotated outputs and measure their spread.
 
     With ``net_force_removal`` the net force is removed from every back-rotated
     copy before averaging, so the forces error measures the spread of the
     forces actually used (a spurious net force would otherwise dominate it).
+    With ``net_torque_positions`` (the input's positions, non-periodic systems)
+    the net torque is removed as well. Direct forces reported beside
+    conservative ones get ``direct_net_force_removal``.
     """
     z = back_rotate(outputs, matrices)
-    forces = z.forces
-    if forces is not None and net_force_removal:
-        forces = remove_net_force(forces)
+    forces = _clean_forces(z.forces, net_force_removal, net_torque_positions)
 
     energy = float(weighted_mean(z.energy, weights))
     result = SymmetrizedOutputs(
@@ -92,4 +139,10 @@ def symmetrize(
         result.stress_error = equivariance_rmse(z.stress, weights, mean)
     if z.energies is not None:
         result.energies = weighted_mean(z.energies, weights)
+    direct = _clean_forces(z.direct_forces, direct_net_force_removal, net_torque_positions)
+    if direct is not None:
+        result.direct_forces = weighted_mean(direct, weights)
+        result.direct_forces_error = equivariance_rmse(direct, weights, result.direct_forces)
+    if z.direct_stress is not None:
+        result.direct_stress = weighted_mean(z.direct_stress, weights)
     return result

@@ -6,6 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from ase.calculators.emt import EMT
 from conftest import copper
 from metatomic_ase import MetatomicCalculator
 
@@ -119,9 +120,7 @@ def test_symmetrized_shipped_model_is_equivariant(cu32):
 
 def test_conservative_forces_are_minus_the_gradient_of_the_average(model64):
     atoms = copper((1, 1, 1), rattle=0.1, seed=6)
-    calc = SymmetrizedCalculator(
-        MetatomicEvaluator(model64, forces="conservative"), quadrature="lebedev:1"
-    )
+    calc = SymmetrizedCalculator(model64, forces="conservative", quadrature="lebedev:1")
     atoms.calc = calc
     forces = atoms.get_forces()
     stress = atoms.get_stress()
@@ -129,6 +128,36 @@ def test_conservative_forces_are_minus_the_gradient_of_the_average(model64):
 
     np.testing.assert_allclose(forces, calculate_numerical_forces(atoms, 1e-5), atol=1e-7)
     np.testing.assert_allclose(stress, calculate_numerical_stress(atoms, 1e-6), atol=1e-8)
+
+
+def test_conservative_mode_reports_the_direct_predictions_beside(model64):
+    atoms = copper((1, 1, 1), rattle=0.1, seed=7)
+    conservative = SymmetrizedCalculator(model64, forces="conservative", quadrature="lebedev:1")
+    direct = SymmetrizedCalculator(model64, forces="direct", quadrature="lebedev:1")
+    conservative.calculate(atoms, ["energy", "forces", "stress"])
+    direct.calculate(atoms, ["energy", "forces", "stress"])
+    c, d = conservative.results, direct.results
+    # one forward pass gives both kinds; the direct ones match a direct-mode run
+    np.testing.assert_allclose(c["direct_forces"], d["forces"], atol=1e-10)
+    np.testing.assert_allclose(c["direct_stress"], d["stress"], atol=1e-12)
+    assert c["direct_forces_equivariance_error"] == pytest.approx(
+        d["forces_equivariance_error"], rel=1e-8
+    )
+    assert c["energy"] == pytest.approx(d["energy"], rel=1e-12)
+    # an unconstrained model's direct forces are not its energy gradient
+    assert np.abs(c["forces"] - d["forces"]).max() > 1e-3
+    assert "direct_forces" not in d
+
+
+def test_forces_kind_can_be_switched_and_is_refused_for_ase_calculators(model64, cu4):
+    calc = SymmetrizedCalculator(model64, quadrature="lebedev:1")
+    assert calc.evaluator.forces == "direct"
+    calc.set(forces="conservative")
+    assert calc.evaluator.forces == "conservative"
+    calc.calculate(cu4, ["forces"])
+    assert "direct_forces" in calc.results
+    with pytest.raises(ValueError, match="needs a metatomic model"):
+        SymmetrizedCalculator(EMT(), forces="conservative")
 
 
 def test_out_of_memory_is_reraised_with_the_knobs(cu4, monkeypatch):

@@ -10,6 +10,7 @@ from ase.calculators.lj import LennardJones
 from conftest import ConstantForceCalculator, copper
 
 from ase_symcalc import SymmetrizedCalculator, get_quadrature
+from ase_symcalc.symmetrize import remove_net_force, remove_net_torque
 from ase_symcalc.testing import AnisotropicCalculator, assert_equivariant, random_o3
 
 DIRECTION = (0.31, -0.52, 0.79)
@@ -312,3 +313,59 @@ def test_rule_coverage_matters_for_forces_of_anisotropic_stress(cu4):
     s = _evaluate(calc, cu4)["stress"]
     np.testing.assert_allclose(s, _evaluate(EMT(), cu4)["stress"], atol=1e-12)
     assert get_quadrature("lebedev:2").degree == 2
+
+
+class SpinningCalculator(Calculator):
+    """Adds a rigid-rotation force field ``omega x (r - centroid)``: pure torque."""
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(self, base, omega, **kwargs):
+        super().__init__(**kwargs)
+        self.base, self.omega = base, np.asarray(omega, dtype=float)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        d = self.atoms.positions - self.atoms.positions.mean(axis=0)
+        energy = self.base.get_potential_energy(self.atoms)
+        forces = self.base.get_forces(self.atoms) + np.cross(self.omega, d)
+        self.results = {"energy": energy, "free_energy": energy, "forces": forces}
+
+
+def _torque(forces, positions):
+    return np.cross(positions - positions.mean(axis=0), forces).sum(axis=-2)
+
+
+@pytest.mark.parametrize("shape", ["molecule", "linear"])
+def test_net_torque_removal_is_exact_and_leaves_torque_free_forces_alone(shape):
+    rng = np.random.default_rng(11)
+    positions = rng.normal(size=(7, 3))
+    if shape == "linear":
+        positions = np.outer(rng.normal(size=7), [0.3, -1.0, 0.5])
+    forces = remove_net_force(rng.normal(size=(3, 7, 3)))
+    cleaned = remove_net_torque(forces, positions)
+    np.testing.assert_allclose(cleaned.sum(axis=-2), 0.0, atol=1e-12)
+    np.testing.assert_allclose(_torque(cleaned, positions), 0.0, atol=1e-12)
+    # stacked copies are cleaned one by one, and cleaning twice changes nothing
+    for copy in range(3):
+        np.testing.assert_allclose(
+            remove_net_torque(forces[copy], positions), cleaned[copy], atol=1e-14
+        )
+    np.testing.assert_allclose(remove_net_torque(cleaned, positions), cleaned, atol=1e-12)
+
+
+def test_net_torque_removal_in_the_calculator(cluster):
+    omega = (0.2, -0.4, 0.1)
+    exact = _evaluate(LennardJones(), cluster)["forces"]
+    spun = SpinningCalculator(LennardJones(), omega)
+    calc = SymmetrizedCalculator(spun, quadrature="lebedev:2", remove_net_torque=True)
+    plain = SymmetrizedCalculator(spun, quadrature="lebedev:2")
+    forces = _evaluate(calc, cluster)["forces"]
+    np.testing.assert_allclose(forces, exact, atol=1e-10)
+    np.testing.assert_allclose(_torque(forces, cluster.positions), 0.0, atol=1e-12)
+    # the spurious torque only shows in the diagnostics without removal
+    assert calc.results["forces_equivariance_error"] < 1e-10
+    assert _evaluate(plain, cluster) and plain.results["forces_equivariance_error"] > 1e-2
+    periodic = copper((1, 1, 1))
+    with pytest.raises(ValueError, match="only meaningful for non-periodic"):
+        SymmetrizedCalculator(EMT(), remove_net_torque=True).calculate(periodic, ["forces"])

@@ -25,13 +25,17 @@ class StackedOutputs:
 
     energy : (M,) eV; forces : (M, N, 3) eV/Å; stress : (M, 3, 3) eV/Å^3
     (full matrix, possibly asymmetric for direct-stress models); energies :
-    (M, N) eV. Absent properties are None.
+    (M, N) eV. Absent properties are None. ``direct_forces`` and
+    ``direct_stress`` hold a model's direct (non-conservative) predictions when
+    ``forces`` and ``stress`` are the conservative ones and the model has both.
     """
 
     energy: np.ndarray
     forces: np.ndarray | None = None
     stress: np.ndarray | None = None
     energies: np.ndarray | None = None
+    direct_forces: np.ndarray | None = None
+    direct_stress: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.energy)
@@ -43,7 +47,12 @@ class StackedOutputs:
             return None if array is None else array[index]
 
         return StackedOutputs(
-            pick(self.energy), pick(self.forces), pick(self.stress), pick(self.energies)
+            pick(self.energy),
+            pick(self.forces),
+            pick(self.stress),
+            pick(self.energies),
+            pick(self.direct_forces),
+            pick(self.direct_stress),
         )
 
 

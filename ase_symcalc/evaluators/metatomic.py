@@ -109,19 +109,10 @@ class MetatomicEvaluator:
         self._stress_key = _pick_output(outputs, "non_conservative_stress")
         if self._energy_key is None:
             raise ValueError(f"{self.name} has no 'energy' output, which the symmetrizer needs")
-        if forces is None:
-            if nc_setting is not None:
-                forces = "direct" if nc_setting in (True, "forces") else "conservative"
-            else:
-                forces = "direct" if self._forces_key is not None else "conservative"
-        if forces not in ("direct", "conservative"):
-            raise ValueError(f"forces must be 'direct' or 'conservative', got {forces!r}")
-        if forces == "direct" and self._forces_key is None:
-            raise ValueError(
-                f"{self.name} has no non_conservative_force output; use forces='conservative'"
-            )
-        self.forces = forces
+        if forces is None and nc_setting is not None:
+            forces = "direct" if nc_setting in (True, "forces") else "conservative"
         self._per_atom_energy = outputs[self._energy_key].sample_kind == "atom"
+        self.forces = forces  # validated by the setter
         if model.requested_inputs(use_new_names=True):
             raise NotImplementedError(
                 f"{self.name} requests extra inputs "
@@ -130,17 +121,40 @@ class MetatomicEvaluator:
                 "metatomic_ase.MetatomicCalculator in ase_symcalc.evaluators."
                 "ASECalculatorEvaluator to use the generic loop"
             )
-        self.implemented_properties = ["energy", "forces"]
-        if self._per_atom_energy:
-            self.implemented_properties.append("energies")
-        if self.forces == "conservative" or self._stress_key is not None:
-            self.implemented_properties.append("stress")
         self._nl_options = list(model.requested_neighbor_lists())
         if batch_size is None:
             batch_size = (
                 DEFAULT_CPU_BATCH_SIZE if self.device.type == "cpu" else DEFAULT_GPU_BATCH_SIZE
             )
         self.batch_size = int(batch_size)
+
+    @property
+    def forces(self) -> str:
+        """``"direct"`` or ``"conservative"``: where forces and stress come from."""
+        return self._forces
+
+    @forces.setter
+    def forces(self, value: str | None) -> None:
+        if value is None:
+            value = "direct" if self._forces_key is not None else "conservative"
+        if value not in ("direct", "conservative"):
+            raise ValueError(f"forces must be 'direct' or 'conservative', got {value!r}")
+        if value == "direct" and self._forces_key is None:
+            raise ValueError(
+                f"{self.name} has no non_conservative_force output, so it has no direct "
+                "forces; use forces='conservative' (minus the gradient of its energy)"
+            )
+        self._forces = value
+        self.implemented_properties = ["energy", "forces"]
+        if self._per_atom_energy:
+            self.implemented_properties.append("energies")
+        if value == "conservative" or self._stress_key is not None:
+            self.implemented_properties.append("stress")
+
+    @property
+    def has_direct_outputs(self) -> bool:
+        """Whether the model predicts forces directly (non-conservative outputs)."""
+        return self._forces_key is not None
 
     # -- the Evaluator protocol ----------------------------------------------
 
@@ -160,7 +174,8 @@ class MetatomicEvaluator:
         matrices = np.asarray(matrices, dtype=np.float64)
         batch_size = int(batch_size or self.batch_size)
         shared = self._prepare(atoms)
-        chunks = {name: [] for name in ("energy", "forces", "stress", "energies")}
+        names = ("energy", "forces", "stress", "energies", "direct_forces", "direct_stress")
+        chunks = {name: [] for name in names}
         for start in range(0, len(matrices), batch_size):
             batch = matrices[start : start + batch_size]
             try:
@@ -186,6 +201,8 @@ class MetatomicEvaluator:
             forces=stacked.get("forces"),
             stress=stacked.get("stress"),
             energies=stacked.get("energies"),
+            direct_forces=stacked.get("direct_forces"),
+            direct_stress=stacked.get("direct_stress"),
         )
 
     # -- internals -------------------------------------------------------------
@@ -272,7 +289,7 @@ class MetatomicEvaluator:
             systems.append(system)
         return systems, positions, strains
 
-    def _outputs(self, want_stress: bool):
+    def _outputs(self, want_stress: bool, direct: bool):
         from metatomic.torch import ModelOutput
 
         outputs = {
@@ -282,17 +299,19 @@ class MetatomicEvaluator:
                 sample_kind="atom" if self._per_atom_energy else "system",
             )
         }
-        if self.forces == "direct":
+        if direct:
             outputs[self._forces_key] = ModelOutput(unit="eV/A", sample_kind="atom")
             if want_stress:
                 outputs[self._stress_key] = ModelOutput(unit="eV/A^3", sample_kind="system")
         return outputs
 
-    def _forward(self, systems, want_stress):
+    def _forward(self, systems, want_stress, direct):
         from metatomic.torch import ModelEvaluationOptions
 
         options = ModelEvaluationOptions(
-            length_unit="angstrom", outputs=self._outputs(want_stress), selected_atoms=None
+            length_unit="angstrom",
+            outputs=self._outputs(want_stress, direct),
+            selected_atoms=None,
         )
         return self.model(systems, options, check_consistency=False)
 
@@ -307,7 +326,7 @@ class MetatomicEvaluator:
         n = len(atoms)
         want_stress = "stress" in properties
         systems, _, _ = self._systems(atoms, batch, shared, requires_grad=False)
-        result = self._forward(systems, want_stress)
+        result = self._forward(systems, want_stress, direct=True)
         energy, per_atom = self._energies(result, len(batch), n)
         out = {"energy": energy.double().cpu().numpy()}
         if "energies" in properties and per_atom is not None:
@@ -325,7 +344,10 @@ class MetatomicEvaluator:
         n = len(atoms)
         want_stress = "stress" in properties
         systems, positions, strains = self._systems(atoms, batch, shared, requires_grad=True)
-        result = self._forward(systems, want_stress=False)
+        # the direct outputs ride along in the same forward pass, for comparison
+        direct = self.has_direct_outputs and "forces" in properties
+        want_direct_stress = direct and want_stress and self._stress_key is not None
+        result = self._forward(systems, want_direct_stress, direct=direct)
         energy, per_atom = self._energies(result, len(batch), n)
         inputs = [positions, strains] if want_stress else [positions]
         grads = torch.autograd.grad(energy.sum(), inputs, allow_unused=True)
@@ -336,4 +358,10 @@ class MetatomicEvaluator:
         if want_stress:
             volume = abs(np.linalg.det(atoms.cell.array))
             out["stress"] = grads[1].double().cpu().numpy() / volume
+        if direct:
+            values = result[self._forces_key].block().values.detach()
+            out["direct_forces"] = values.reshape(len(batch), n, 3).double().cpu().numpy()
+        if want_direct_stress:
+            values = result[self._stress_key].block().values.detach()
+            out["direct_stress"] = values.reshape(len(batch), 3, 3).double().cpu().numpy()
         return out
