@@ -77,6 +77,12 @@ class SymmetrizedCalculator(Calculator):
     remove_net_torque :
         Remove the net force and then the net torque of the forces, per copy;
         only for non-periodic systems, where angular momentum is conserved.
+    convergence_tolerance :
+        If set (eV/Å), the first structure is also symmetrized with the next
+        finer rule (``diagnostics.next_rule``) and a ``UserWarning`` is issued
+        once when the RMS change of the forces exceeds it: the model's
+        anisotropy then lies above the rule's degree. Costs one evaluation of
+        the finer rule, once.
     raw :
         Also report the raw prediction on the unrotated input (``raw_*``
         keys). Free when the rule contains the identity, one extra evaluation
@@ -104,6 +110,7 @@ class SymmetrizedCalculator(Calculator):
         "remove_net_force": None,
         "remove_net_torque": False,
         "forces": None,
+        "convergence_tolerance": None,
         "raw": True,
     }
 
@@ -116,6 +123,7 @@ class SymmetrizedCalculator(Calculator):
         self.evaluation_count = 0
         self._rng = None
         self._quadrature = None
+        self._convergence_checked = False
         super().__init__(quadrature=quadrature, **kwargs)
         self._configure()
         # Truthful per instance: only what the base provides (stress needs a
@@ -282,7 +290,40 @@ class SymmetrizedCalculator(Calculator):
             results["direct_stress"] = matrix_to_voigt(averaged.direct_stress)
         if raw_index is not None:
             results.update(self._raw_results(outputs.select(raw_index)))
+        if self.parameters.convergence_tolerance is not None and not self._convergence_checked:
+            self._check_convergence(atoms, averaged)
         return results
+
+    def _check_convergence(self, atoms: Atoms, averaged) -> None:
+        import warnings
+
+        from .diagnostics import next_rule
+
+        self._convergence_checked = True
+        finer = next_rule(self._quadrature)
+        if finer is None or averaged.forces is None or self.parameters.mode == "random-single":
+            return
+        orientation = self.parameters.orientation
+        if orientation is not None and not isinstance(orientation, str):
+            orientation = np.asarray(orientation, dtype=np.float64)
+        rule = get_quadrature(finer, inversion=self.parameters.inversion, orientation=orientation)
+        outputs = self.evaluator.evaluate(atoms, rule.matrices, ["energy", "forces"])
+        self.evaluation_count += len(rule)
+        reference = symmetrize(
+            outputs, rule.matrices, rule.weights, net_force_removal=self._remove_net_force()
+        )
+        change = float(np.sqrt(np.mean((reference.forces - averaged.forces) ** 2)))
+        tolerance = self.parameters.convergence_tolerance
+        if change > tolerance:
+            warnings.warn(
+                f"symmetrized forces change by {change * 1e3:.2f} meV/Å (RMS) from "
+                f"{self._quadrature.name} to {rule.name}, above the tolerance of "
+                f"{tolerance * 1e3:.2f} meV/Å: the model's anisotropy is not averaged out "
+                f"by this rule; use quadrature={finer!r} or finer "
+                "(ase_symcalc.diagnostics.check_convergence shows the whole ladder)",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _raw_results(self, raw: StackedOutputs) -> dict:
         results = {"raw_energy": float(raw.energy)}

@@ -60,7 +60,22 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     md.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
     md.add_argument("--timestep", type=float, default=2.0, help="fs (default 2)")
-    md.add_argument("--steps", type=int, default=30)
+    md.add_argument("--steps", type=int, default=30, help="time steps (default 30)")
+    md.add_argument(
+        "--mts",
+        type=int,
+        default=None,
+        metavar="M",
+        help="multiple time stepping: raw forces every step, the symmetrized correction "
+        "every M steps (--steps must be a multiple of M; logs every M steps)",
+    )
+    md.add_argument(
+        "--forces",
+        default=None,
+        choices=["direct", "conservative"],
+        help="forces of the symmetrized model (default: the model's own kind; with "
+        "--mts: conservative)",
+    )
     md.add_argument("--interval", type=int, default=1, help="log every n steps")
     md.add_argument("--seed", type=int, default=0)
     md.add_argument("--batch-size", type=int, default=None)
@@ -135,7 +150,7 @@ def _make_calculator(args, model_path):
     try:
         if args.mode == "raw":
             return SymmetrizedCalculator(
-                model_path, quadrature="identity", batch_size=args.batch_size
+                model_path, quadrature="identity", batch_size=args.batch_size, forces=args.forces
             )
         return SymmetrizedCalculator(
             model_path,
@@ -143,6 +158,7 @@ def _make_calculator(args, model_path):
             mode=args.mode,
             seed=args.seed,
             batch_size=args.batch_size,
+            forces=args.forces,
             raw=True,
         )
     except ValueError as error:
@@ -171,10 +187,25 @@ def _thermalize(atoms, temperature, seed):
     vd.Stationary(atoms)
 
 
-def _dynamics(args, atoms):
+def _dynamics(args, atoms, model_path=None):
     from ase import units
 
     dt = args.timestep * units.fs
+    if args.mts:
+        from .calculator import SymmetrizedCalculator
+        from .mts import MultipleTimeStepMD
+
+        if args.ensemble == "npt":
+            raise CommandError("--mts works with --ensemble nve or langevin, not npt")
+        fast = SymmetrizedCalculator(model_path, quadrature="identity", raw=False)
+        thermostat = {}
+        if args.ensemble == "langevin":
+            thermostat = {
+                "temperature_K": args.temperature,
+                "friction": 0.01 / units.fs,
+                "rng": args.seed,
+            }
+        return MultipleTimeStepMD(atoms, dt * args.mts, fast, args.mts, **thermostat)
     if args.ensemble == "nve":
         from ase.md.verlet import VelocityVerlet
 
@@ -331,6 +362,18 @@ def run_md(args) -> int:
 
     if args.steps < 0 or args.interval < 1 or args.timestep <= 0:
         raise CommandError("--steps must be >= 0, --interval >= 1 and --timestep > 0")
+    outer_steps = args.steps
+    if args.mts is not None:
+        if args.mts < 1 or args.steps % args.mts:
+            raise CommandError(
+                f"--mts must be a positive divisor of --steps (got --mts {args.mts}, "
+                f"--steps {args.steps})"
+            )
+        if args.mode == "raw":
+            raise CommandError("--mts needs a symmetrized model: drop --mode raw")
+        outer_steps = args.steps // args.mts
+        if args.forces is None:
+            args.forces = "conservative"
     model_path = _model_path(args.model)
     step_offset = 0
     if args.restart:
@@ -343,7 +386,7 @@ def run_md(args) -> int:
     atoms.calc = _make_calculator(args, model_path)
     if not atoms.has("momenta") or not atoms.get_momenta().any():
         _thermalize(atoms, args.temperature, args.seed)
-    dyn = _dynamics(args, atoms)
+    dyn = _dynamics(args, atoms, model_path)
     monitor = EquivarianceMonitor(
         atoms,
         output / "log.csv",
@@ -351,7 +394,7 @@ def run_md(args) -> int:
         trajectory=output / "trajectory.extxyz",
         step_offset=step_offset,
     )
-    bar = tqdm(total=args.steps, desc="MD", unit="step", disable=None)
+    bar = tqdm(total=outer_steps, desc="MD", unit="step", disable=None)
     if step_offset:
         # the restart frame is already logged: skip the observer call at step 0
         dyn.attach(lambda: monitor() if dyn.nsteps > 0 else None, interval=args.interval)
@@ -360,7 +403,7 @@ def run_md(args) -> int:
     dyn.attach(lambda: bar.update(1) if dyn.nsteps > 0 else None, interval=1)
     start = time.perf_counter()
     try:
-        dyn.run(args.steps)
+        dyn.run(outer_steps)
     finally:
         bar.close()
         monitor.close()
@@ -378,9 +421,11 @@ def run_md(args) -> int:
             "ensemble": args.ensemble,
             "timestep_fs": args.timestep,
             "steps": args.steps,
+            "mts": args.mts,
+            "forces": calc.evaluator.forces if hasattr(calc.evaluator, "forces") else None,
             "wall_time_s": elapsed,
             "seconds_per_step": elapsed / max(args.steps, 1),
-            "model_evaluations": calc.evaluation_count,
+            "model_evaluations": calc.evaluation_count + getattr(dyn, "fast_evaluations", 0),
         }
     )
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

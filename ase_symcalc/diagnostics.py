@@ -19,11 +19,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from ase import Atoms
 
 from .evaluators import make_evaluator
 from .quadrature import O3Quadrature, get_quadrature, so3_character
 
-__all__ = ["CharacterFractions", "character_fractions", "project_characters"]
+__all__ = [
+    "CharacterFractions",
+    "ConvergenceReport",
+    "DEFAULT_LADDER",
+    "character_fractions",
+    "check_convergence",
+    "feature_fractions",
+    "next_rule",
+    "plot_fractions",
+    "project_characters",
+]
+
+#: rules of increasing degree, for convergence checks
+DEFAULT_LADDER = ("lebedev:1", "lebedev:2", "lebedev:3", "group:I", "lebedev:6")
 
 
 @dataclass
@@ -38,16 +52,20 @@ class CharacterFractions:
     def __getitem__(self, name):
         return self.fractions[name]
 
+    def channels(self) -> list[tuple[int, int]]:
+        return [(l, s) for l in range(self.lmax + 1) for s in (1, -1)]
+
     def table(self) -> str:
         """A plain-text table: one row per property, one column per channel."""
         channels = [(l, s) for l in range(self.lmax + 1) for s in (1, -1)]
         head = "property  " + " ".join(
             f"({l},{'+' if s > 0 else '-'})".rjust(8) for l, s in channels
         )
-        lines = [head + "  residual"]
+        width = max([9, *(len(name) for name in self.fractions)])
+        lines = [head.replace("property  ", "property".ljust(width + 1), 1) + "  residual"]
         for name, values in self.fractions.items():
             cells = " ".join(f"{values[c]:8.4f}" for c in channels)
-            lines.append(f"{name:9s} {cells}  {self.residual[name]:+.1e}")
+            lines.append(f"{name:{width}s} {cells}  {self.residual[name]:+.1e}")
         return "\n".join(lines)
 
 
@@ -79,16 +97,7 @@ def project_characters(
     return fractions, norm
 
 
-def character_fractions(
-    model, atoms, lmax: int, quadrature: str | O3Quadrature | None = None
-) -> CharacterFractions:
-    """Character fractions of energy, forces and stress of one structure.
-
-    ``model`` is anything ``SymmetrizedCalculator`` accepts (an ASE calculator,
-    a metatomic model) or a ``SymmetrizedCalculator`` (its evaluator is used).
-    ``quadrature`` defaults to ``lebedev-products:lmax`` (with inversion); a
-    rule that is not exact for products to ``lmax`` is refused.
-    """
+def _product_rule(quadrature, lmax: int) -> O3Quadrature:
     if lmax < 0:
         raise ValueError(f"lmax must be >= 0, got {lmax}")
     rule = get_quadrature(quadrature or f"lebedev-products:{max(lmax, 1)}")
@@ -100,6 +109,20 @@ def character_fractions(
         )
     if not rule.has_inversion:
         raise ValueError("character projections on O(3) need a rule with inversion")
+    return rule
+
+
+def character_fractions(
+    model, atoms, lmax: int, quadrature: str | O3Quadrature | None = None
+) -> CharacterFractions:
+    """Character fractions of energy, forces and stress of one structure.
+
+    ``model`` is anything ``SymmetrizedCalculator`` accepts (an ASE calculator,
+    a metatomic model) or a ``SymmetrizedCalculator`` (its evaluator is used).
+    ``quadrature`` defaults to ``lebedev-products:lmax`` (with inversion); a
+    rule that is not exact for products to ``lmax`` is refused.
+    """
+    rule = _product_rule(quadrature, lmax)
     evaluator = getattr(model, "evaluator", None) or make_evaluator(model)
     available = evaluator.available_properties(atoms)
     names = [name for name in ("energy", "forces", "stress") if name in available]
@@ -112,3 +135,174 @@ def character_fractions(
         fractions[name], _ = project_characters(values, rule.matrices, rule.weights, lmax)
         residual[name] = 1.0 - sum(fractions[name].values())
     return CharacterFractions(fractions, rule.name, lmax, residual)
+
+
+def _accumulate(total: dict, norms: dict, name: str, fractions: dict, norm: float):
+    """Norm-weighted sums, so that averages over structures are fractions of the total."""
+    if name not in total:
+        total[name] = dict.fromkeys(fractions, 0.0)
+        norms[name] = 0.0
+    for channel, value in fractions.items():
+        total[name][channel] += value * norm
+    norms[name] += norm
+
+
+def feature_fractions(
+    model,
+    structures,
+    lmax: int,
+    quadrature: str | O3Quadrature | None = None,
+    features: list[str] | None = None,
+    groups: dict[str, dict[str, slice]] | None = None,
+    progress: bool = False,
+) -> CharacterFractions:
+    """Character fractions of internal features and outputs, over structures.
+
+    For every structure the model runs on the copies of a product-exact rule;
+    each per-atom feature block (``"feature"``, the last-layer features of each
+    head) and each output (energy, forces, stress) is projected as in
+    ``character_fractions``. Fractions are averaged weighted by the squared
+    norms, i.e. they are the share of the total norm over all structures.
+    ``groups`` splits a feature block into named column slices (for PET:
+    node and edge features of each GNN layer). Needs a metatomic model.
+    """
+    from tqdm.auto import tqdm
+
+    from .evaluators.metatomic import MetatomicEvaluator
+
+    rule = _product_rule(quadrature, lmax)
+    evaluator = getattr(model, "evaluator", None) or make_evaluator(model)
+    if not isinstance(evaluator, MetatomicEvaluator):
+        raise TypeError(
+            "internal features need a metatomic model (a .pt file or AtomisticModel); "
+            f"{evaluator.name} only gives its outputs: use character_fractions for those"
+        )
+    if isinstance(structures, Atoms):
+        structures = [structures]
+    names = evaluator.feature_names() if features is None else list(features)
+    groups = groups or {}
+    total, norms = {}, {}
+    for atoms in tqdm(structures, desc="features", disable=not progress):
+        stacked = evaluator.evaluate_features(atoms, rule.matrices, names)
+        blocks = {}
+        for name, values in stacked.items():
+            for label, columns in groups.get(name, {name: slice(None)}).items():
+                blocks[label] = values[..., columns]
+        available = evaluator.available_properties(atoms)
+        props = [name for name in ("energy", "forces", "stress") if name in available]
+        outputs = evaluator.evaluate(atoms, rule.matrices, props)
+        for name in props:
+            values = getattr(outputs, name)
+            blocks[name] = values[:, None] if name == "energy" else values
+        for label, values in blocks.items():
+            fractions, norm = project_characters(values, rule.matrices, rule.weights, lmax)
+            _accumulate(total, norms, label, fractions, norm)
+    fractions = {
+        name: {c: value / norms[name] for c, value in sums.items()} for name, sums in total.items()
+    }
+    residual = {name: 1.0 - sum(values.values()) for name, values in fractions.items()}
+    return CharacterFractions(fractions, rule.name, lmax, residual)
+
+
+def plot_fractions(result: CharacterFractions, output, title: str = "") -> None:
+    """Heatmap of the fractions: one row per block (layer or output), one column per channel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    channels = result.channels()
+    rows = list(result.fractions)
+    values = np.array([[result.fractions[row][c] for c in channels] for row in rows])
+    # log scale: the interesting leakage is orders of magnitude below the main channel
+    shown = np.log10(np.clip(values, 1e-8, 1.0))
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(channels), 0.9 + 0.45 * len(rows)))
+    image = ax.imshow(shown, cmap="viridis", vmin=-8, vmax=0, aspect="auto")
+    for i in range(len(rows)):
+        for j in range(len(channels)):
+            ax.text(
+                j,
+                i,
+                f"{values[i, j]:.1e}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if shown[i, j] < -3 else "black",
+            )
+    labels = [f"({l},{'+' if s > 0 else '-'})" for l, s in channels]
+    ax.set_xticks(range(len(channels)), labels)
+    ax.set_yticks(range(len(rows)), [row.replace("mtt::aux::", "") for row in rows])
+    ax.set_xlabel("O(3) channel (l, parity)")
+    fig.colorbar(image, ax=ax, label="log10 fraction of the norm")
+    ax.set_title(title or f"character fractions ({result.rule})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(output, dpi=130)
+    plt.close(fig)
+
+
+def next_rule(rule: O3Quadrature, ladder=DEFAULT_LADDER) -> str | None:
+    """The first rule of ``ladder`` exact to a higher degree than ``rule``."""
+    degree = -1 if rule.degree is None else rule.degree
+    for spec in ladder:
+        candidate = get_quadrature(spec)
+        if candidate.degree is not None and candidate.degree > degree:
+            return spec
+    return None
+
+
+@dataclass
+class ConvergenceReport:
+    """How the symmetrized outputs change along a ladder of rules."""
+
+    rows: list[dict]
+
+    def table(self) -> str:
+        lines = [
+            "rule              copies  degree   dE (meV/atom)   dF rms (meV/Å)   dS (meV/Å^3)",
+        ]
+        for row in self.rows:
+            cells = [
+                "-".rjust(15) if row.get(key) is None else f"{row[key] * 1e3:15.4f}"
+                for key in ("energy_change", "forces_change", "stress_change")
+            ]
+            lines.append(
+                f"{row['rule']:16s} {row['copies']:7d} {row['degree']:7d} " + " ".join(cells)
+            )
+        return "\n".join(lines)
+
+
+def check_convergence(model, atoms, rules=DEFAULT_LADDER) -> ConvergenceReport:
+    """Symmetrize with each rule of ``rules`` and report the change between rungs.
+
+    Changes are against the previous rung: energy per atom, RMS of the force
+    difference, max abs stress difference. A model whose symmetrized outputs
+    stop changing is converged at that rule; a large change at the rule you
+    use means its residual anisotropy lies above the rule's degree.
+    """
+    from .calculator import SymmetrizedCalculator
+
+    evaluator = getattr(model, "evaluator", None) or make_evaluator(model)
+    rows, previous = [], None
+    for spec in rules:
+        calc = SymmetrizedCalculator(evaluator, quadrature=spec, raw=False)
+        props = [
+            p for p in ("energy", "forces", "stress") if p in evaluator.available_properties(atoms)
+        ]
+        calc.calculate(atoms.copy(), props)
+        results = calc.results
+        row = {
+            "rule": calc.quadrature.name,
+            "copies": len(calc.quadrature),
+            "degree": calc.quadrature.degree,
+        }
+        if previous is not None:
+            row["energy_change"] = abs(results["energy"] - previous["energy"]) / len(atoms)
+            if "forces" in results:
+                row["forces_change"] = float(
+                    np.sqrt(np.mean((results["forces"] - previous["forces"]) ** 2))
+                )
+            if "stress" in results:
+                row["stress_change"] = float(np.abs(results["stress"] - previous["stress"]).max())
+        rows.append(row)
+        previous = results
+    return ConvergenceReport(rows)

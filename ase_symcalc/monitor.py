@@ -77,8 +77,11 @@ class EquivarianceMonitor:
 
     def _step_and_time(self):
         if self.dynamics is not None:
-            step = self.dynamics.nsteps + self.step_offset
-            dt = getattr(self.dynamics, "dt", 0.0)
+            # multiple time stepping: count the inner (fast) steps, so that
+            # step numbers mean the same with and without --mts
+            inner = getattr(self.dynamics, "inner_steps", 1)
+            step = self.dynamics.nsteps * inner + self.step_offset
+            dt = getattr(self.dynamics, "dt", 0.0) / inner
             return step, step * dt / units.fs
         step = self._calls + self.step_offset
         return step, float("nan")

@@ -1,5 +1,7 @@
 """Character projections (B metric) on responses with a known spectrum."""
 
+import warnings
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -8,7 +10,13 @@ from ase.calculators.emt import EMT
 from conftest import copper
 
 from ase_symcalc import SymmetrizedCalculator, get_quadrature
-from ase_symcalc.diagnostics import character_fractions
+from ase_symcalc.diagnostics import (
+    DEFAULT_LADDER,
+    character_fractions,
+    check_convergence,
+    feature_fractions,
+    plot_fractions,
+)
 from ase_symcalc.testing import AnisotropicCalculator
 
 
@@ -96,3 +104,54 @@ def test_under_resolved_rule_is_refused(cu4):
 def test_table_lists_every_channel(cu4):
     text = character_fractions(EMT(), copper(), lmax=1).table()
     assert "(0,+)" in text and "(1,-)" in text and "forces" in text
+
+
+DIRECTION = (0.31, -0.52, 0.79)
+
+
+def test_convergence_ladder_stops_changing_once_the_rule_is_exact(cu4):
+    # a degree-4 anisotropy: rules exact to 1..3 leave some of it, group:I
+    # (degree 5) and lebedev:6 remove all of it
+    model = AnisotropicCalculator(EMT(), terms=((4, 0.2),), direction=DIRECTION)
+    report = check_convergence(model, cu4)
+    rows = dict(zip(DEFAULT_LADDER, report.rows, strict=True))
+    assert [row["degree"] for row in report.rows] == [1, 2, 3, 5, 6]
+    assert rows["group:I"]["forces_change"] > 1e-4
+    assert report.rows[-1]["forces_change"] < 1e-10
+    assert report.rows[-1]["energy_change"] < 1e-12
+    assert "lebedev:6" in report.table()
+
+
+def test_calculator_warns_once_when_its_rule_is_not_converged(cu4):
+    model = AnisotropicCalculator(EMT(), terms=((4, 0.2),), direction=DIRECTION)
+    calc = SymmetrizedCalculator(model, quadrature="lebedev:3", convergence_tolerance=1e-6)
+    with pytest.warns(UserWarning, match="use quadrature='group:I'"):
+        calc.calculate(cu4, ["forces"])
+    moved = cu4.copy()
+    moved.positions[0] += 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        calc.calculate(moved, ["forces"])  # once only
+        converged = SymmetrizedCalculator(model, quadrature="group:I", convergence_tolerance=1e-6)
+        converged.calculate(cu4, ["forces"])
+    assert converged.evaluation_count == 120 + 364 + 1  # rule, finer rule once, raw
+
+
+def test_feature_fractions_of_the_shipped_model(cu4, tmp_path):
+    from ase_symcalc.models import path
+
+    result = feature_fractions(path(), [cu4], lmax=1)
+    assert "feature" in result.fractions and "energy" in result.fractions
+    for name, values in result.fractions.items():
+        assert all(value > -1e-6 for value in values.values()), name
+    # an augmented model is nearly symmetric: energy invariant, forces a polar vector
+    assert result["energy"][(0, 1)] > 0.99
+    assert result["forces"][(1, 1)] > 0.9
+    # features of scalar channels are mostly invariant, with some leakage
+    assert result["feature"][(0, 1)] > 0.5
+    plot_fractions(result, tmp_path / "heatmap.png")
+    assert (tmp_path / "heatmap.png").stat().st_size > 1000
+    with pytest.raises(TypeError, match="need a metatomic model"):
+        feature_fractions(EMT(), [cu4], lmax=1)
+    with pytest.raises(ValueError, match="cannot resolve characters"):
+        feature_fractions(path(), [cu4], lmax=2, quadrature="lebedev-products:1")

@@ -205,6 +205,50 @@ class MetatomicEvaluator:
             direct_stress=stacked.get("direct_stress"),
         )
 
+    def feature_names(self) -> list[str]:
+        """Per-atom internal outputs the model offers (``feature``, last-layer features)."""
+        outputs = self.model.capabilities().outputs
+        names = [name for name in ("feature", "features") if name in outputs][:1]
+        names += sorted(name for name in outputs if name.endswith("_last_layer_features"))
+        return names
+
+    def evaluate_features(
+        self, atoms: Atoms, matrices: np.ndarray, names: Sequence[str], batch_size=None
+    ) -> dict[str, np.ndarray]:
+        """Per-atom internal features ``(M, N, F)`` on every copy, float64.
+
+        ``names`` are model outputs such as ``"feature"`` or
+        ``"mtt::aux::energy_last_layer_features"`` (see ``feature_names``).
+        """
+        from metatomic.torch import ModelEvaluationOptions, ModelOutput
+
+        torch = self._torch
+        outputs = self.model.capabilities().outputs
+        missing = [name for name in names if name not in outputs]
+        if missing:
+            raise ValueError(
+                f"{self.name} has no output {', '.join(map(repr, missing))}; "
+                f"its per-atom features are: {', '.join(self.feature_names()) or 'none'}"
+            )
+        matrices = np.asarray(matrices, dtype=np.float64)
+        batch_size = int(batch_size or self.batch_size)
+        shared = self._prepare(atoms)
+        options = ModelEvaluationOptions(
+            length_unit="angstrom",
+            outputs={name: ModelOutput(sample_kind="atom") for name in names},
+            selected_atoms=None,
+        )
+        chunks = {name: [] for name in names}
+        for start in range(0, len(matrices), batch_size):
+            batch = matrices[start : start + batch_size]
+            with torch.inference_mode():
+                systems, _, _ = self._systems(atoms, batch, shared, requires_grad=False)
+                result = self.model(systems, options, check_consistency=False)
+            for name in names:
+                values = result[name].block().values
+                chunks[name].append(values.reshape(len(batch), len(atoms), -1).double().cpu())
+        return {name: torch.cat(values).numpy() for name, values in chunks.items()}
+
     # -- internals -------------------------------------------------------------
 
     def _prepare(self, atoms: Atoms) -> dict:

@@ -1,0 +1,275 @@
+"""Symmetrized MD at the price of raw MD? Cost, drift and observables per setting.
+
+    python benchmarks/bench_md.py [--atoms 32] [--scale 1.0] [--output build/bench_md]
+
+Runs the shipped model in NVE from one equilibrated start (copper, 2 fs steps)
+with every setting of issue 6, one after the other in this process:
+
+- ``raw``: the raw direct forces, velocity Verlet;
+- ``sym lebedev:3`` / ``sym group:I``: symmetrized direct forces every step;
+- ``random-single`` / ``random-grid``: one random rotation, or the
+  ``lebedev:3`` rule randomly rotated, every step;
+- ``mts M`` (M = 4, 8, 16): multiple time stepping, raw direct forces every
+  step and the ``lebedev:3`` correction every M steps (``slow=direct``), and
+  ``mts 8 cons``: the correction towards the conservative forces of the
+  symmetrized energy.
+
+Each run records the total energy (potential of the model the run follows +
+kinetic), the temperature, the mean-square displacement from the lattice
+sites, the radial distribution function, the equivariance error of the
+forces (from the symmetrized calculator, or every 100 steps with a
+``lebedev:3`` probe for the raw runs), and its wall time per step. Printed and
+written (``results.json``, ``md_settings.png``): drift in meV/atom/ps (linear
+fit), mean temperature and MSD with block-average errors, first RDF peak, cost
+per step relative to raw MD. The durations are what 2 CPU cores afford in
+about 25 minutes (``--scale`` multiplies them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from ase import units
+from ase.build import bulk
+from ase.geometry.rdf import get_rdf
+from ase.md.verlet import VelocityVerlet
+
+from ase_symcalc import SymmetrizedCalculator
+from ase_symcalc.cli import _thermalize
+from ase_symcalc.models import path as model_path
+from ase_symcalc.mts import MultipleTimeStepMD
+
+TIMESTEP_FS = 2.0
+RULE = "lebedev:3"
+# name: (kind, options, simulated ps at --scale 1)
+SETTINGS = {
+    "raw": ("raw", {}, 10.0),
+    "random-single": ("sym", {"mode": "random-single"}, 4.0),
+    "random-grid": ("sym", {"mode": "random-grid"}, 0.4),
+    "sym lebedev:3": ("sym", {}, 0.6),
+    "sym group:I": ("sym", {"quadrature": "group:I"}, 0.3),
+    "mts 4": ("mts", {"inner": 4, "forces": "direct"}, 1.6),
+    "mts 8": ("mts", {"inner": 8, "forces": "direct"}, 2.4),
+    "mts 16": ("mts", {"inner": 16, "forces": "direct"}, 3.2),
+    "mts 8 cons": ("mts", {"inner": 8, "forces": "conservative"}, 1.6),
+}
+
+
+def _start(n_atoms: int, seed: int = 5):
+    """An equilibrated start: 300 K Langevin with the raw model for 0.4 ps."""
+    from ase.md.langevin import Langevin
+
+    repeat = {32: 2, 108: 3}[n_atoms]
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(repeat)
+    lattice = atoms.positions.copy()
+    _thermalize(atoms, 600, seed)
+    atoms.calc = _raw()
+    dyn = Langevin(
+        atoms,
+        TIMESTEP_FS * units.fs,
+        temperature_K=300,
+        friction=0.02 / units.fs,
+        fixcm=True,
+        rng=np.random.RandomState(seed),
+    )
+    dyn.run(200)
+    start = atoms.copy()
+    start.set_momenta(atoms.get_momenta() - atoms.get_momenta().mean(axis=0))
+    return start, lattice
+
+
+def _raw():
+    return SymmetrizedCalculator(model_path(), quadrature="identity", raw=False)
+
+
+class Recorder:
+    """Everything a run measures, read from the cached results of each step."""
+
+    def __init__(self, atoms, lattice, probe_every: int | None):
+        self.atoms, self.lattice = atoms, lattice
+        self.probe = SymmetrizedCalculator(model_path(), quadrature=RULE) if probe_every else None
+        self.probe_every = probe_every
+        self.rows, self.frames, self.errors = [], [], []
+        self.calls = 0
+        self.probe_seconds = 0.0  # taken out of the run's wall time
+
+    def __call__(self, time_fs):
+        atoms = self.atoms
+        calc = atoms.calc
+        epot = atoms.get_potential_energy()
+        ekin = atoms.get_kinetic_energy()
+        msd = float(np.mean(np.sum((atoms.positions - self.lattice) ** 2, axis=1)))
+        self.rows.append((time_fs, epot + ekin, atoms.get_temperature(), msd))
+        error = calc.results.get("forces_equivariance_error", np.nan)
+        if self.probe is not None and self.calls % self.probe_every == 0:
+            begin = time.perf_counter()
+            self.probe.calculate(atoms.copy(), ["energy", "forces"])
+            error = self.probe.results["forces_equivariance_error"]
+            self.probe_seconds += time.perf_counter() - begin
+        if np.isfinite(error):
+            self.errors.append(error)
+        if self.calls % 5 == 0:
+            self.frames.append(atoms.copy())
+        self.calls += 1
+
+
+def _block_error(values, blocks=5):
+    values = np.asarray(values)
+    if len(values) < 2 * blocks:
+        return float("nan")
+    means = [chunk.mean() for chunk in np.array_split(values, blocks)]
+    return float(np.std(means, ddof=1) / np.sqrt(blocks))
+
+
+def run_setting(name, start, lattice, scale):
+    kind, options, ps = SETTINGS[name]
+    atoms = start.copy()
+    steps = max(int(round(ps * scale * 1000 / TIMESTEP_FS)), 16)
+    dt = TIMESTEP_FS * units.fs
+    if kind == "raw":
+        atoms.calc = _raw()
+        dyn, outer, every = VelocityVerlet(atoms, dt), steps, 1
+    elif kind == "sym":
+        atoms.calc = SymmetrizedCalculator(
+            model_path(), **{"quadrature": RULE, "raw": False, "seed": 1, **options}
+        )
+        dyn, outer, every = VelocityVerlet(atoms, dt), steps, 1
+    else:
+        inner = options["inner"]
+        steps -= steps % inner
+        atoms.calc = SymmetrizedCalculator(
+            model_path(), quadrature=RULE, raw=False, forces=options["forces"]
+        )
+        dyn = MultipleTimeStepMD(atoms, dt * inner, _raw(), inner)
+        outer, every = steps // inner, inner
+    probe = 100 if kind == "raw" or options.get("mode") == "random-single" else None
+    recorder = Recorder(atoms, lattice, probe)
+    dyn.attach(lambda: recorder(dyn.nsteps * every * TIMESTEP_FS), interval=1)
+    begin = time.perf_counter()
+    dyn.run(outer)
+    wall = time.perf_counter() - begin - recorder.probe_seconds
+    rows = np.array(recorder.rows)
+    t_ps, etot, temperature, msd = rows.T
+    t_ps = t_ps / 1000.0
+    n = len(atoms)
+    drift = float(np.polyfit(t_ps, etot, 1)[0] * 1000 / n)
+    half = len(rows) // 5  # skip the first fifth for the averages
+    r, g = _rdf(recorder.frames)
+    peak = int(np.argmax(g))
+    return {
+        "name": name,
+        "steps": steps,
+        "simulated_ps": steps * TIMESTEP_FS / 1000,
+        "seconds_per_step": wall / steps,
+        "drift_meV_per_atom_per_ps": drift,
+        "etot_change_meV_per_atom": float((etot[-1] - etot[0]) * 1000 / n),
+        "temperature_K": float(temperature[half:].mean()),
+        "temperature_error_K": _block_error(temperature[half:]),
+        "msd_A2": float(msd[half:].mean()),
+        "msd_error_A2": _block_error(msd[half:]),
+        "rdf_peak_A": float(r[peak]),
+        "rdf_peak_height": float(g[peak]),
+        "forces_equivariance_error_meV_A": 1e3 * float(np.mean(recorder.errors))
+        if recorder.errors
+        else None,
+        "trace": {
+            "t_ps": t_ps.tolist(),
+            "etot_meV_per_atom": ((etot - etot[0]) * 1e3 / n).tolist(),
+        },
+        "rdf": {"r": r.tolist(), "g": g.tolist()},
+    }
+
+
+def _rdf(frames):
+    g, r = get_rdf(frames, rmax=3.5, nbins=70)
+    return np.asarray(r), np.asarray(g)
+
+
+def plot(results, output: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for result in results:
+        axes[0].plot(
+            result["trace"]["t_ps"],
+            result["trace"]["etot_meV_per_atom"],
+            lw=1,
+            label=result["name"],
+        )
+        axes[1].plot(result["rdf"]["r"], result["rdf"]["g"], lw=1, label=result["name"])
+    axes[0].set(xlabel="time (ps)", ylabel="E_tot - E_tot(0) (meV/atom)", title="NVE energy")
+    axes[1].set(xlabel="r (Å)", ylabel="g(r)", title="radial distribution", xlim=(2.0, 3.5))
+    raw = next(r for r in results if r["name"] == "raw")["seconds_per_step"]
+    for result in results:
+        cost = result["seconds_per_step"] / raw
+        axes[2].scatter(cost, abs(result["drift_meV_per_atom_per_ps"]))
+        axes[2].annotate(
+            result["name"], (cost, abs(result["drift_meV_per_atom_per_ps"])), fontsize=8
+        )
+    axes[2].set(
+        xscale="log",
+        yscale="log",
+        xlabel="cost per step / raw MD",
+        ylabel="|drift| (meV/atom/ps)",
+        title="cost vs drift",
+    )
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(output, dpi=120)
+
+
+def table(results) -> str:
+    raw = next(r for r in results if r["name"] == "raw")["seconds_per_step"]
+    lines = [
+        "| setting | ps | cost / raw | drift (meV/atom/ps) | T (K) | MSD (Å²) "
+        "| RDF peak (Å, height) | forces eq. error (meV/Å) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        eq = r["forces_equivariance_error_meV_A"]
+        lines.append(
+            f"| {r['name']} | {r['simulated_ps']:.1f} | {r['seconds_per_step'] / raw:.1f} "
+            f"| {r['drift_meV_per_atom_per_ps']:+.2f} "
+            f"| {r['temperature_K']:.0f} ± {r['temperature_error_K']:.0f} "
+            f"| {r['msd_A2']:.4f} ± {r['msd_error_A2']:.4f} "
+            f"| {r['rdf_peak_A']:.3f}, {r['rdf_peak_height']:.2f} "
+            f"| {'n/a' if eq is None else f'{eq:.1f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--atoms", type=int, default=32, choices=[32, 108])
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the run lengths")
+    parser.add_argument("--settings", nargs="*", default=list(SETTINGS))
+    parser.add_argument("--output", type=Path, default=Path("build/bench_md"))
+    args = parser.parse_args(argv)
+    args.output.mkdir(parents=True, exist_ok=True)
+    if "raw" not in args.settings:
+        args.settings.insert(0, "raw")
+    start, lattice = _start(args.atoms)
+    results = []
+    for name in args.settings:
+        result = run_setting(name, start, lattice, args.scale)
+        results.append(result)
+        print(
+            f"{name:14s} {result['simulated_ps']:5.1f} ps  {result['seconds_per_step'] * 1e3:8.1f}"
+            f" ms/step  drift {result['drift_meV_per_atom_per_ps']:+7.2f} meV/atom/ps",
+            flush=True,
+        )
+        (args.output / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(table(results))
+    plot(results, args.output / "md_settings.png")
+    print(f"figure: {args.output / 'md_settings.png'}")
+
+
+if __name__ == "__main__":
+    main()
