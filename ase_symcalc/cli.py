@@ -107,6 +107,24 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("quadratures", help="print the table of quadrature rules")
 
+    diagnose = sub.add_parser(
+        "diagnose",
+        help="the paper's diagnostics: equivariance errors and character fractions",
+        description="For a metatomic model and a dataset: the equivariance error of "
+        "energy, forces and stress (A), with the test errors raw and symmetrized when "
+        "the frames carry reference labels, and the fraction of each output and each "
+        "internal feature block in every O(3) channel (l, parity) (B). Writes "
+        "PREFIX.json and the heatmap PREFIX.png.",
+    )
+    diagnose.add_argument("model", help="shipped model name or metatomic .pt file")
+    diagnose.add_argument("dataset", help="any multi-frame file ASE reads")
+    diagnose.add_argument("--lmax", type=int, default=2, help="highest l resolved (default 2)")
+    diagnose.add_argument("--frames", type=int, default=4, help="frames used (default 4)")
+    diagnose.add_argument(
+        "--quadrature", default="group:I", help="rule of the equivariance error (default group:I)"
+    )
+    diagnose.add_argument("--output", default="diagnose", help="prefix of the .json and .png")
+
     export = sub.add_parser("export-metatomic", help="write the shipped model to a file")
     export.add_argument("output", help="destination .pt file")
     export.add_argument("--model", default=None, help="shipped model name")
@@ -610,6 +628,66 @@ def _plot_compare(rows, output: Path):
     plt.close(fig)
 
 
+def _read_frames(dataset):
+    from ase.io import read
+
+    try:
+        return read(dataset, ":")
+    except FileNotFoundError as error:
+        raise CommandError(f"dataset '{dataset}' does not exist") from error
+    except Exception as error:
+        raise CommandError(f"cannot read dataset '{dataset}': {error}") from error
+
+
+def run_diagnose(args) -> int:
+    from .diagnostics import error_split, feature_fractions, plot_fractions
+    from .models import feature_groups
+
+    if args.lmax < 0 or args.frames < 1:
+        raise CommandError("--lmax must be >= 0 and --frames >= 1")
+    model_path = _model_path(args.model)
+    frames = _read_frames(args.dataset)
+    step = max(len(frames) // args.frames, 1)
+    frames = frames[::step][: args.frames]
+    labelled = all(frame.calc is not None for frame in frames)
+    report = {"model": model_path, "dataset": args.dataset, "frames": len(frames)}
+    try:
+        if labelled:
+            split = error_split(model_path, frames, quadrature=args.quadrature, progress=True)
+            report["errors"] = split
+            print(f"A: errors over {len(frames)} frames, rule {split['rule']}")
+            print("property           RMS ref   RMSE raw   RMSE sym   equivariance error")
+            units_of = {"energy": "meV/atom", "forces": "meV/Å", "stress": "meV/Å^3"}
+            for name, unit in units_of.items():
+                if name in split:
+                    e = split[name]
+                    print(
+                        f"{name:7s} {unit:9s} {e['rms'] * 1e3:9.2f} {e['rmse_raw'] * 1e3:10.2f} "
+                        f"{e['rmse_symmetrized'] * 1e3:10.2f} {e['equivariance_error'] * 1e3:12.2f}"
+                    )
+        result = feature_fractions(
+            model_path,
+            frames,
+            args.lmax,
+            groups=feature_groups(args.model or model_path),
+            progress=True,
+        )
+    except (ValueError, TypeError) as error:
+        raise CommandError(str(error)) from error
+    print(f"\nB: fraction of the norm per O(3) channel (rule {result.rule})")
+    print(result.table())
+    report["fractions"] = {
+        name: {f"{l},{'+' if s > 0 else '-'}": v for (l, s), v in values.items()}
+        for name, values in result.fractions.items()
+    }
+    report["residual"] = result.residual
+    prefix = Path(args.output)
+    prefix.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_fractions(result, prefix.with_suffix(".png"), title=f"{Path(model_path).name}")
+    print(f"wrote {prefix.with_suffix('.json')} and {prefix.with_suffix('.png')}")
+    return 0
+
+
 def run_export(args) -> int:
     source = Path(_model_path(args.model))
     destination = Path(args.output)
@@ -631,6 +709,7 @@ def main(argv=None) -> int:
         "plot": run_plot,
         "quadratures": run_quadratures,
         "export-metatomic": run_export,
+        "diagnose": run_diagnose,
     }
     try:
         return handlers[args.command](args)

@@ -155,3 +155,40 @@ def test_feature_fractions_of_the_shipped_model(cu4, tmp_path):
         feature_fractions(EMT(), [cu4], lmax=1)
     with pytest.raises(ValueError, match="cannot resolve characters"):
         feature_fractions(path(), [cu4], lmax=2, quadrature="lebedev-products:1")
+
+
+def test_error_split_identity_on_a_synthetic_model():
+    # reference EMT (equivariant), model EMT + anisotropy: the raw error over
+    # orientations splits exactly into symmetrized error and equivariance error
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from ase_symcalc.diagnostics import error_split
+    from ase_symcalc.testing import rotated_atoms
+
+    frames = []
+    for seed in range(2):
+        atoms = copper((1, 1, 1), rattle=0.1, seed=seed)
+        atoms.calc = EMT()
+        labels = {k: atoms.calc.get_property(k, atoms) for k in ("energy", "forces", "stress")}
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+        frames.append(atoms)
+    model = AnisotropicCalculator(EMT(), terms=((1, 0.1), (2, 0.2)), direction=DIRECTION)
+    rule = get_quadrature("lebedev:3")
+    result = error_split(model, frames, quadrature=rule)
+    # brute force: the raw model on every rotated copy, back-rotated, against the labels
+    squared = []
+    for atoms in frames:
+        ref = atoms.calc.results["forces"]
+        for matrix, weight in zip(rule.matrices, rule.weights, strict=True):
+            copy = rotated_atoms(atoms, matrix)
+            copy.calc = model
+            back = copy.get_forces() @ matrix
+            squared.append(weight * np.mean((back - ref) ** 2))
+    brute = np.sqrt(np.sum(squared) / len(frames))
+    forces = result["forces"]
+    assert forces["rmse_orientations"] == pytest.approx(brute, rel=1e-10)
+    assert forces["equivariance_error"] > 1e-3
+    assert forces["rmse_symmetrized"] < forces["rmse_orientations"]
+    assert set(result) >= {"energy", "forces", "stress", "frames", "rule"}
+    with pytest.raises(ValueError, match="needs reference labels"):
+        error_split(model, [copper()], quadrature=rule)

@@ -298,3 +298,29 @@ def test_compare_and_plot_commands(tmp_path, capsys):
     assert main(["plot", str(out / "log.csv")]) == 0
     assert (out / "equivariance.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["plot", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_diagnose_command(tmp_path, capsys):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    for seed in range(2):
+        atoms = copper(seed=seed)
+        atoms.calc = EMT()
+        labels = {k: atoms.calc.get_property(k, atoms) for k in ("energy", "forces", "stress")}
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+        frames.append(atoms)
+    dataset = tmp_path / "data.extxyz"
+    write(dataset, frames)
+    prefix = tmp_path / "diag"
+    argv = ["diagnose", "pet-cu-emt", str(dataset), "--lmax", "1", "--quadrature", "lebedev:1"]
+    assert main([*argv, "--output", str(prefix)]) == 0
+    printed = capsys.readouterr().out
+    assert "A: errors over 2 frames" in printed and "B: fraction of the norm" in printed
+    assert "node features, layer 1" in printed and "energy head" in printed
+    report = json.loads(prefix.with_suffix(".json").read_text())
+    assert report["errors"]["forces"]["equivariance_error"] > 0
+    assert abs(sum(report["fractions"]["energy"].values()) - 1) < 0.05
+    assert prefix.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["diagnose", "pet-cu-emt", str(dataset), "--lmax", "-1"]) == 2
+    assert main(["diagnose", "no-such-model", str(dataset)]) == 2

@@ -12,7 +12,14 @@ import json
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["DEFAULT_MODEL", "list_pretrained", "metadata", "path", "pretrained"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "feature_groups",
+    "list_pretrained",
+    "metadata",
+    "path",
+    "pretrained",
+]
 
 DEFAULT_MODEL = "pet-cu-emt"
 
@@ -68,3 +75,34 @@ def pretrained(name: str | None = None, *, device: str | None = None, **kwargs):
 
     kwargs.setdefault("non_conservative", True)
     return MetatomicCalculator(str(path(name)), device=device, **kwargs)
+
+
+def pet_feature_groups(d_pet: int, num_gnn_layers: int) -> dict[str, dict[str, slice]]:
+    """Named column slices of a PET ``feature`` output, layer by layer.
+
+    metatrain's PET concatenates the node features of every GNN layer, then
+    the (cutoff-weighted, summed) edge features of every layer, ``d_pet``
+    columns each.
+    """
+    groups = {}
+    for layer in range(num_gnn_layers):
+        groups[f"node features, layer {layer + 1}"] = slice(layer * d_pet, (layer + 1) * d_pet)
+    offset = num_gnn_layers * d_pet
+    for layer in range(num_gnn_layers):
+        start = offset + layer * d_pet
+        groups[f"edge features, layer {layer + 1}"] = slice(start, start + d_pet)
+    return {"feature": groups}
+
+
+def feature_groups(model) -> dict[str, dict[str, slice]] | None:
+    """Layer-by-layer slices of the ``feature`` output of a shipped model, or None.
+
+    ``model`` is a shipped name or the path of a shipped ``.pt`` file; other
+    models give None (their ``feature`` output is analysed as one block).
+    """
+    for name in _MODELS:
+        if model == name or (model is not None and str(model) == str(path(name))):
+            hypers = metadata(name).get("hypers", {})
+            if "d_pet" in hypers:
+                return pet_feature_groups(hypers["d_pet"], hypers.get("num_gnn_layers", 2))
+    return None
