@@ -26,6 +26,7 @@ PROPERTIES = {"energy": "meV/atom", "forces": "meV/Å", "stress": "meV/Å^3"}
 
 
 def _export(checkpoint: Path, destination: Path) -> Path:
+    import metatomic.torch  # noqa: F401 - registers the classes stored in checkpoints
     import torch
     from metatrain.utils.io import model_from_checkpoint
 
@@ -44,6 +45,7 @@ def _checkpoints(run: Path) -> list[tuple[int, Path]]:
             found.append((epoch, path))
     final = sorted(run.glob("outputs/*/*/model.ckpt"))
     if final:
+        import metatomic.torch  # noqa: F401 - registers the classes stored in checkpoints
         import torch
 
         epoch = int(torch.load(final[0], weights_only=False, map_location="cpu")["epoch"]) + 1
