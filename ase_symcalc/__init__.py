@@ -8,6 +8,7 @@ structure, how far the raw predictions are from equivariance.
 from importlib.metadata import PackageNotFoundError, version
 
 from .calculator import StressNotAvailableError, SymmetrizedCalculator
+from .mts import MultipleTimeStepMD
 from .quadrature import O3Quadrature, get_quadrature
 
 try:
@@ -16,6 +17,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "MultipleTimeStepMD",
     "O3Quadrature",
     "StressNotAvailableError",
     "SymmetrizedCalculator",
