@@ -71,6 +71,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     md.add_argument(
         "--forces",
+        "--slow",
+        dest="forces",
         default=None,
         choices=["direct", "conservative"],
         help="forces of the symmetrized model (default: the model's own kind; with "

@@ -218,14 +218,16 @@ def plot_fractions(result: CharacterFractions, output, title: str = "") -> None:
     values = np.array([[result.fractions[row][c] for c in channels] for row in rows])
     # log scale: the interesting leakage is orders of magnitude below the main channel
     shown = np.log10(np.clip(values, 1e-8, 1.0))
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(channels), 0.9 + 0.45 * len(rows)))
+    fig, ax = plt.subplots(figsize=(3.5 + 0.9 * len(channels), 1.3 + 0.5 * len(rows)))
     image = ax.imshow(shown, cmap="viridis", vmin=-8, vmax=0, aspect="auto")
     for i in range(len(rows)):
         for j in range(len(channels)):
+            value = values[i, j]
+            text = f"{value:.3f}" if value >= 0.01 else f"{value:.0e}"
             ax.text(
                 j,
                 i,
-                f"{values[i, j]:.1e}",
+                text,
                 ha="center",
                 va="center",
                 fontsize=7,

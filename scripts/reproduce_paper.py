@@ -85,7 +85,12 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=ROOT / "build" / "paper", type=Path)
     parser.add_argument("--epochs", default=80, type=int)
     parser.add_argument("--seed", default=2026, type=int)
-    parser.add_argument("--stage", choices=["all", "train", "analyse"], default="all")
+    parser.add_argument(
+        "--stage",
+        choices=["all", "train", "analyse", "document"],
+        default="all",
+        help="document: rewrite the page and training figure from results.json",
+    )
     parser.add_argument("--frames", default=12, type=int, help="test frames per checkpoint")
     args = parser.parse_args(argv)
     work = args.workdir.resolve()
@@ -98,6 +103,10 @@ def main(argv=None) -> int:
 
         results = analyse(work, frames=args.frames)
         (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if args.stage == "document":
+        from reproduce_analysis import write_document  # noqa: PLC0415 - sibling script
+
+        write_document(json.loads((work / "results.json").read_text()))
     return 0
 
 

@@ -105,6 +105,24 @@ def test_md_command_end_to_end(tmp_path):
     assert len(read_log(out / "log.csv")["step"]) == 4
 
 
+@pytest.mark.parametrize("ensemble", ["nve", "langevin"])
+def test_md_command_with_multiple_time_stepping(tmp_path, capsys, ensemble):
+    structure = tmp_path / "cu.extxyz"
+    write(structure, copper(seed=4))
+    out = tmp_path / "run"
+    argv = ["md", str(structure), "--quadrature", "lebedev:1", "--ensemble", ensemble]
+    assert main([*argv, "--steps", "6", "--mts", "3", "--output", str(out)]) == 0
+    log = read_log(out / "log.csv")
+    # a row per outer step, numbered in time steps of 2 fs
+    assert log["step"].tolist() == [0, 3, 6] and log["time_fs"].tolist() == [0, 6, 12]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mts"] == 3 and summary["forces"] == "conservative"
+    # 3 symmetrized passes (24 copies + raw) and 1 + 6 fast evaluations
+    assert summary["model_evaluations"] == 3 * 25 + 7
+    assert main([*argv, "--steps", "5", "--mts", "3", "--output", str(tmp_path / "x")]) == 2
+    assert "--mts must be a positive divisor" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
