@@ -163,7 +163,9 @@ def _document(results: dict) -> str:
     lines = [
         "# Reproducing the paper's symmetry-learning findings on our model",
         "",
-        "Regenerate everything on this page (about 35 minutes on 2 CPU cores):",
+        "Regenerate everything on this page (on 2 CPU cores: about 30 minutes of",
+        "training, 42 minutes measured here while other jobs shared the machine, then",
+        "about 5 minutes of analysis):",
         "",
         "```bash",
         'pip install -e ".[train]"',
