@@ -7,11 +7,13 @@ Trains the small PET of ``ase_symcalc.models.train`` on the same EMT copper
 data twice, with and without metatrain's random O(3) augmentation, keeping a
 checkpoint every ``--epochs / 8`` epochs. Both runs go side by side, one
 thread each, so they share the machine fairly (about 30 minutes on 2 cores at
-the default 80 epochs, 42 measured while other jobs ran). The analysis (``--stage analyse``) evaluates every
-checkpoint on held-out frames: test RMSE of the raw and symmetrized model and
-the equivariance error of energy, forces and stress against training time,
-the character spectrum of the outputs and of the internal features at the
-end, and writes ``docs/figures/paper_*.png`` and ``build/paper/results.json``.
+the default 80 epochs, 42 measured while other jobs ran). The analysis
+(``--stage analyse``) evaluates every checkpoint on held-out frames: test
+RMSE of the raw and symmetrized model and the equivariance error of energy,
+forces and stress against training time, the character spectrum of the
+outputs and of the internal features at the end, and writes
+``docs/figures/paper_*.png``, ``docs/paper-reproduction.md`` and
+``build/paper/results.json``.
 Needs the ``[train]`` extra (metatrain).
 """
 
