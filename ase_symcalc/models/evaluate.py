@@ -7,7 +7,7 @@ For every frame with reference energy, forces and stress (an extxyz written
 with a calculator, as ``ase_symcalc.models.train`` does): RMSE of the raw model
 (energy per atom, force components, stress components), RMSE of the
 symmetrized model, and the equivariance errors (RMS over frames, weighted by
-the number of components). Prints a table and returns a dict.
+the number of components; stress over the full 3x3 matrix). Prints a table and returns a dict.
 """
 
 from __future__ import annotations
@@ -15,65 +15,31 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
-
-
-def _rms(values) -> float:
-    values = np.concatenate([np.ravel(v) for v in values])
-    return float(np.sqrt(np.mean(values**2)))
-
 
 def evaluate_accuracy(frames, model_path=None, *, rule="group:I", every=1, progress=True):
-    """RMSE of raw and symmetrized predictions, and equivariance errors."""
-    from .. import SymmetrizedCalculator
+    """RMSE of raw and symmetrized predictions, and equivariance errors.
+
+    A flat view of ``ase_symcalc.diagnostics.error_split`` on every
+    ``every``-th frame (stress errors over the full 3x3 matrix).
+    """
+    from ..diagnostics import error_split
     from . import path as model_file
 
     model_path = str(model_path or model_file())
-    sym_calc = SymmetrizedCalculator(model_path, quadrature=rule)
-    selected = frames[::every]
-    errors = {key: [] for key in ("e_raw", "f_raw", "s_raw", "e_sym", "f_sym", "s_sym")}
-    spread = {"energy": [], "forces": [], "stress": []}
-    reference_forces = []
-    iterator = selected
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(selected, desc=f"evaluating ({rule})", leave=False)
-    for frame in iterator:
-        ref_e = frame.get_potential_energy()
-        ref_f = frame.get_forces()
-        ref_s = frame.get_stress()
-        n = len(frame)
-        atoms = frame.copy()
-        atoms.calc = sym_calc
-        errors["e_sym"].append((atoms.get_potential_energy() - ref_e) / n)
-        errors["f_sym"].append(atoms.get_forces() - ref_f)
-        errors["s_sym"].append(atoms.get_stress() - ref_s)
-        r = sym_calc.results
-        # the raw prediction came with the same pass (the unrotated copy); its
-        # net force is removed as metatomic-ase's MetatomicCalculator does
-        raw_forces = r["raw_forces"] - r["raw_forces"].mean(axis=0)
-        errors["e_raw"].append((r["raw_energy"] - ref_e) / n)
-        errors["f_raw"].append(raw_forces - ref_f)
-        errors["s_raw"].append(r["raw_stress"] - ref_s)
-        spread["energy"].append(r["energy_equivariance_error"] / n)
-        spread["forces"].append(r["forces_equivariance_error"] * np.ones(3 * n))
-        spread["stress"].append(r["stress_equivariance_error"])
-        reference_forces.append(ref_f)
-    result = {
-        "frames": len(selected),
-        "rule": sym_calc.quadrature.name,
-        "rms_force": _rms(reference_forces),
-        "energy_rmse_per_atom": _rms(errors["e_raw"]),
-        "forces_rmse": _rms(errors["f_raw"]),
-        "stress_rmse": _rms(errors["s_raw"]),
-        "energy_rmse_per_atom_symmetrized": _rms(errors["e_sym"]),
-        "forces_rmse_symmetrized": _rms(errors["f_sym"]),
-        "stress_rmse_symmetrized": _rms(errors["s_sym"]),
-        "energy_equivariance_error_per_atom": _rms(spread["energy"]),
-        "forces_equivariance_error": _rms(spread["forces"]),
-        "stress_equivariance_error": _rms(spread["stress"]),
-    }
+    split = error_split(model_path, frames[::every], quadrature=rule, progress=progress)
+    result = {"frames": split["frames"], "rule": split["rule"], "rms_force": split["forces"]["rms"]}
+    for name, key in (
+        ("energy", "energy_rmse_per_atom"),
+        ("forces", "forces_rmse"),
+        ("stress", "stress_rmse"),
+    ):
+        errors = split[name]
+        result[key] = errors["rmse_raw"]
+        result[key + "_symmetrized"] = errors["rmse_symmetrized"]
+        result[key + "_orientations"] = errors["rmse_orientations"]
+    result["energy_equivariance_error_per_atom"] = split["energy"]["equivariance_error"]
+    result["forces_equivariance_error"] = split["forces"]["equivariance_error"]
+    result["stress_equivariance_error"] = split["stress"]["equivariance_error"]
     result["forces_rmse_relative"] = result["forces_rmse"] / result["rms_force"]
     result["forces_rmse_over_equivariance_error"] = (
         result["forces_rmse"] / result["forces_equivariance_error"]
