@@ -33,6 +33,8 @@ COLUMNS = {
     "forces_raw_vs_sym_rmse": "eV/Å",
     "max_atom_forces_error": "eV/Å",
     "worst_atom": "",
+    # conservative runs of direct-force models: how far the two kinds are apart
+    "forces_direct_vs_conservative_rmse": "eV/Å",
 }
 
 
@@ -120,6 +122,11 @@ class EquivarianceMonitor:
             ),
             "max_atom_forces_error": float(per_atom[worst]) if worst >= 0 else float("nan"),
             "worst_atom": worst,
+            "forces_direct_vs_conservative_rmse": (
+                float(np.sqrt(np.mean((r["direct_forces"] - r["forces"]) ** 2)))
+                if "direct_forces" in r
+                else float("nan")
+            ),
         }
 
     def __call__(self):

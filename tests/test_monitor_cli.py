@@ -117,6 +117,8 @@ def test_md_command_with_multiple_time_stepping(tmp_path, capsys, ensemble):
     assert log["step"].tolist() == [0, 3, 6] and log["time_fs"].tolist() == [0, 6, 12]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mts"] == 3 and summary["forces"] == "conservative"
+    # direct and conservative forces side by side, every logged step
+    assert (log["forces_direct_vs_conservative_rmse"] > 0).all()
     # 3 symmetrized passes (24 copies + raw) and 1 + 6 fast evaluations
     assert summary["model_evaluations"] == 3 * 25 + 7
     assert main([*argv, "--steps", "5", "--mts", "3", "--output", str(tmp_path / "x")]) == 2
