@@ -184,17 +184,22 @@ def feature_fractions(
     groups = groups or {}
     total, norms = {}, {}
     for atoms in tqdm(structures, desc="features", disable=not progress):
-        stacked = evaluator.evaluate_features(atoms, rule.matrices, names)
+        available = evaluator.available_properties(atoms)
+        props = [name for name in ("energy", "forces", "stress") if name in available]
+        # one forward pass for features and outputs when the forces are direct
+        together = evaluator.forces == "direct"
+        stacked = evaluator.evaluate_features(
+            atoms, rule.matrices, names, properties=props if together else ()
+        )
+        outputs = stacked if together else vars(evaluator.evaluate(atoms, rule.matrices, props))
         blocks = {}
-        for name, values in stacked.items():
+        for name in names:
+            values = stacked[name]
             short = name.replace("mtt::aux::", "").replace("_last_layer_features", " head")
             for label, columns in groups.get(name, {short: slice(None)}).items():
                 blocks[label] = values[..., columns]
-        available = evaluator.available_properties(atoms)
-        props = [name for name in ("energy", "forces", "stress") if name in available]
-        outputs = evaluator.evaluate(atoms, rule.matrices, props)
         for name in props:
-            values = getattr(outputs, name)
+            values = outputs[name]
             blocks[name] = values[:, None] if name == "energy" else values
         for label, values in blocks.items():
             fractions, norm = project_characters(values, rule.matrices, rule.weights, lmax)

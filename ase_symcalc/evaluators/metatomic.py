@@ -213,13 +213,25 @@ class MetatomicEvaluator:
         return names
 
     def evaluate_features(
-        self, atoms: Atoms, matrices: np.ndarray, names: Sequence[str], batch_size=None
+        self,
+        atoms: Atoms,
+        matrices: np.ndarray,
+        names: Sequence[str],
+        batch_size=None,
+        properties: Sequence[str] = (),
     ) -> dict[str, np.ndarray]:
         """Per-atom internal features ``(M, N, F)`` on every copy, float64.
 
         ``names`` are model outputs such as ``"feature"`` or
         ``"mtt::aux::energy_last_layer_features"`` (see ``feature_names``).
+        With direct forces, ``properties`` (energy, forces, stress, energies)
+        come from the same forward pass, stacked under their own names.
         """
+        if properties and self.forces != "direct":
+            raise ValueError(
+                "outputs ride along with the features only for direct forces; "
+                "call evaluate() for the conservative ones"
+            )
         from metatomic.torch import ModelEvaluationOptions, ModelOutput
 
         torch = self._torch
@@ -233,12 +245,13 @@ class MetatomicEvaluator:
         matrices = np.asarray(matrices, dtype=np.float64)
         batch_size = int(batch_size or self.batch_size)
         shared = self._prepare(atoms)
+        requested = {name: ModelOutput(sample_kind="atom") for name in names}
+        if properties:
+            requested.update(self._outputs("stress" in properties, direct=True))
         options = ModelEvaluationOptions(
-            length_unit="angstrom",
-            outputs={name: ModelOutput(sample_kind="atom") for name in names},
-            selected_atoms=None,
+            length_unit="angstrom", outputs=requested, selected_atoms=None
         )
-        chunks = {name: [] for name in names}
+        chunks = {name: [] for name in [*names, *properties]}
         for start in range(0, len(matrices), batch_size):
             batch = matrices[start : start + batch_size]
             with torch.inference_mode():
@@ -246,8 +259,15 @@ class MetatomicEvaluator:
                 result = self.model(systems, options, check_consistency=False)
             for name in names:
                 values = result[name].block().values
-                chunks[name].append(values.reshape(len(batch), len(atoms), -1).double().cpu())
-        return {name: torch.cat(values).numpy() for name, values in chunks.items()}
+                chunks[name].append(
+                    values.reshape(len(batch), len(atoms), -1).double().cpu().numpy()
+                )
+            if properties:
+                for name, values in self._direct_values(
+                    result, len(batch), len(atoms), properties
+                ).items():
+                    chunks[name].append(values)
+        return {name: np.concatenate(values) for name, values in chunks.items() if values}
 
     # -- internals -------------------------------------------------------------
 
@@ -367,19 +387,21 @@ class MetatomicEvaluator:
         return values.reshape(n_copies), None
 
     def _run_direct(self, atoms, batch, shared, properties):
-        n = len(atoms)
-        want_stress = "stress" in properties
         systems, _, _ = self._systems(atoms, batch, shared, requires_grad=False)
-        result = self._forward(systems, want_stress, direct=True)
-        energy, per_atom = self._energies(result, len(batch), n)
+        result = self._forward(systems, "stress" in properties, direct=True)
+        return self._direct_values(result, len(batch), len(atoms), properties)
+
+    def _direct_values(self, result, n_copies, n, properties) -> dict:
+        """Energy, per-atom energies, direct forces and stress of one batch, float64."""
+        energy, per_atom = self._energies(result, n_copies, n)
         out = {"energy": energy.double().cpu().numpy()}
         if "energies" in properties and per_atom is not None:
             out["energies"] = per_atom.double().cpu().numpy()
         if "forces" in properties:
-            forces = result[self._forces_key].block().values.reshape(len(batch), n, 3)
+            forces = result[self._forces_key].block().values.reshape(n_copies, n, 3)
             out["forces"] = forces.double().cpu().numpy()
-        if want_stress:
-            stress = result[self._stress_key].block().values.reshape(len(batch), 3, 3)
+        if "stress" in properties:
+            stress = result[self._stress_key].block().values.reshape(n_copies, 3, 3)
             out["stress"] = stress.double().cpu().numpy()
         return out
 
