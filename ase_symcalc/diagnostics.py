@@ -342,6 +342,11 @@ def error_split(model, frames, quadrature="group:I", *, progress: bool = False) 
     calc = model if isinstance(model, SymmetrizedCalculator) else None
     if calc is None:
         calc = SymmetrizedCalculator(model, quadrature=quadrature)
+    elif not calc.parameters.raw:
+        raise ValueError(
+            "error_split compares raw and symmetrized predictions: give a "
+            "SymmetrizedCalculator with raw=True (the default), or the model itself"
+        )
     names = ("energy", "forces", "stress")
     raw, sym, spread, reference = ({n: [] for n in names} for _ in range(4))
     for frame in tqdm(frames, desc="error split", disable=not progress, leave=False):

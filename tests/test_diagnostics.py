@@ -192,3 +192,5 @@ def test_error_split_identity_on_a_synthetic_model():
     assert set(result) >= {"energy", "forces", "stress", "frames", "rule"}
     with pytest.raises(ValueError, match="needs reference labels"):
         error_split(model, [copper()], quadrature=rule)
+    with pytest.raises(ValueError, match="raw=True"):
+        error_split(SymmetrizedCalculator(model, quadrature=rule, raw=False), frames)
