@@ -126,8 +126,9 @@ def _block_error(values, blocks=5):
     return float(np.std(means, ddof=1) / np.sqrt(blocks))
 
 
-def run_setting(name, start, lattice, scale):
+def run_setting(name, start, lattice, scale, durations=None):
     kind, options, ps = SETTINGS[name]
+    ps = (durations or {}).get(name, ps)
     atoms = start.copy()
     steps = max(int(round(ps * scale * 1000 / TIMESTEP_FS)), 16)
     dt = TIMESTEP_FS * units.fs
@@ -268,6 +269,13 @@ def main(argv=None):
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS))
     parser.add_argument("--output", type=Path, default=Path("build/bench_md"))
     parser.add_argument("--replot", action="store_true", help="table and figure from results.json")
+    parser.add_argument(
+        "--duration",
+        action="append",
+        default=[],
+        metavar="NAME=PS",
+        help="simulated ps of one setting (before --scale), e.g. --duration 'mts 16=20'",
+    )
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
     if args.replot:
@@ -277,10 +285,16 @@ def main(argv=None):
         return
     if "raw" not in args.settings:
         args.settings.insert(0, "raw")
+    durations = {}
+    for item in args.duration:
+        name, _, ps = item.rpartition("=")
+        if name not in SETTINGS:
+            parser.error(f"unknown setting {name!r} in --duration; known: {', '.join(SETTINGS)}")
+        durations[name] = float(ps)
     start, lattice = _start(args.atoms)
     results = []
     for name in args.settings:
-        result = run_setting(name, start, lattice, args.scale)
+        result = run_setting(name, start, lattice, args.scale, durations)
         results.append(result)
         print(
             f"{name:14s} {result['simulated_ps']:5.1f} ps  {result['seconds_per_step'] * 1e3:8.1f}"
