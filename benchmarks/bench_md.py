@@ -1,6 +1,7 @@
 """Symmetrized MD at the price of raw MD? Cost, drift and observables per setting.
 
     python benchmarks/bench_md.py [--atoms 32] [--scale 1.0] [--output build/bench_md]
+    python benchmarks/bench_md.py --settings raw "mts 16" --duration "mts 16=20"
 
 Runs the shipped model in NVE from one equilibrated start (copper, 2 fs steps)
 with every setting of issue 6, one after the other in this process:
