@@ -155,6 +155,7 @@ class SymmetrizedCalculator(Calculator):
         if orientation is not None and not isinstance(orientation, str):
             orientation = np.asarray(orientation, dtype=np.float64)
             p.orientation = orientation.tolist()  # keeps todict() JSON-friendly
+        self._orientation = orientation  # as get_quadrature takes it
         self._quadrature = get_quadrature(
             p.quadrature, inversion=p.inversion, seed=p.seed, orientation=orientation
         )
@@ -303,10 +304,9 @@ class SymmetrizedCalculator(Calculator):
         finer = next_rule(self._quadrature)
         if finer is None or averaged.forces is None or self.parameters.mode == "random-single":
             return
-        orientation = self.parameters.orientation
-        if orientation is not None and not isinstance(orientation, str):
-            orientation = np.asarray(orientation, dtype=np.float64)
-        rule = get_quadrature(finer, inversion=self.parameters.inversion, orientation=orientation)
+        rule = get_quadrature(
+            finer, inversion=self.parameters.inversion, orientation=self._orientation
+        )
         outputs = self.evaluator.evaluate(atoms, rule.matrices, ["energy", "forces"])
         self.evaluation_count += len(rule)
         reference = symmetrize(

@@ -207,7 +207,7 @@ def _thermalize(atoms, temperature, seed):
     vd.Stationary(atoms)
 
 
-def _dynamics(args, atoms, model_path=None):
+def _dynamics(args, atoms, model_path):
     from ase import units
 
     dt = args.timestep * units.fs
@@ -509,17 +509,11 @@ COMPARE_COLUMNS = [
 def run_compare(args) -> int:
     import csv
 
-    from ase.io import read
     from tqdm.auto import tqdm
 
     from .calculator import SymmetrizedCalculator
 
-    try:
-        frames = read(args.dataset, ":")
-    except FileNotFoundError as error:
-        raise CommandError(f"dataset '{args.dataset}' does not exist") from error
-    except Exception as error:
-        raise CommandError(f"cannot read dataset '{args.dataset}': {error}") from error
+    frames = _read_frames(args.dataset)
     model_path = _model_path(args.model)
     try:
         calc = SymmetrizedCalculator(model_path, quadrature=args.quadrature)

@@ -97,10 +97,8 @@ class MultipleTimeStepMD(MolecularDynamics):
 
     def _fast_forces(self) -> np.ndarray:
         self.fast_evaluations += 1
-        # the fast model sees a copy: atoms.calc keeps its own cache
-        atoms = self.atoms.copy()
-        atoms.calc = None
-        return np.array(self.fast_calculator.get_forces(atoms))
+        # an ASE calculator keeps its own copy of the atoms: atoms.calc's cache is untouched
+        return np.array(self.fast_calculator.get_forces(self.atoms))
 
     def _full_forces(self) -> np.ndarray:
         return np.array(self.atoms.get_forces(md=True))

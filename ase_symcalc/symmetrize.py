@@ -103,7 +103,6 @@ def symmetrize(
     *,
     net_force_removal: bool = False,
     net_torque_positions: np.ndarray | None = None,
-    direct_net_force_removal: bool = True,
 ) -> SymmetrizedOutputs:
     """Average the back-rotated outputs and measure their spread.
 
@@ -112,7 +111,8 @@ def symmetrize(
     forces actually used (a spurious net force would otherwise dominate it).
     With ``net_torque_positions`` (the input's positions, non-periodic systems)
     the net torque is removed as well. Direct forces reported beside
-    conservative ones get ``direct_net_force_removal``.
+    conservative ones always lose their net force (as direct forces do by
+    default in the calculator).
     """
     z = back_rotate(outputs, matrices)
     forces = _clean_forces(z.forces, net_force_removal, net_torque_positions)
@@ -139,7 +139,7 @@ def symmetrize(
         result.stress_error = equivariance_rmse(z.stress, weights, mean)
     if z.energies is not None:
         result.energies = weighted_mean(z.energies, weights)
-    direct = _clean_forces(z.direct_forces, direct_net_force_removal, net_torque_positions)
+    direct = _clean_forces(z.direct_forces, True, net_torque_positions)
     if direct is not None:
         result.direct_forces = weighted_mean(direct, weights)
         result.direct_forces_error = equivariance_rmse(direct, weights, result.direct_forces)
