@@ -242,3 +242,13 @@ def test_accuracy_evaluation_reuses_the_raw_copy(cu4):
     np.testing.assert_allclose(result["energy_rmse_per_atom"], 0.1, rtol=1e-4)
     assert result["forces_rmse"] < 1e-4 and result["stress_rmse"] < 1e-5
     assert result["forces_equivariance_error"] > 0
+
+
+def test_training_hyperparameter_overrides():
+    from ase_symcalc.models.train import PET_HYPERS, parse_hypers
+
+    hypers = parse_hypers(["d_pet=64", "cutoff=5.0", "activation=SiLU"])
+    assert hypers == {**PET_HYPERS, "d_pet": 64, "cutoff": 5.0, "activation": "SiLU"}
+    assert parse_hypers([]) == PET_HYPERS and PET_HYPERS["d_pet"] == 32  # not mutated
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_hypers(["d_pet"])

@@ -1,6 +1,7 @@
 """Regenerate the shipped model from scratch: EMT data, metatrain PET, export.
 
-    python -m ase_symcalc.models.train [--workdir build/model] [--epochs 250]
+    python -m ase_symcalc.models.train [--workdir build/model] [--epochs 200]
+                                       [--hyper d_pet=64 ...] [--no-install]
 
 Needs the ``[train]`` extra (metatrain). Generates copper data with ASE's EMT
 (rattled and strained bulk cells, Langevin MD snapshots from 300 K to 1500 K,
@@ -161,13 +162,40 @@ def _versions() -> dict:
     return {name: version(name) for name in names}
 
 
+def parse_hypers(items: list[str]) -> dict:
+    """``["d_pet=64", "cutoff=5.0"]`` -> ``PET_HYPERS`` with those values replaced."""
+    import ast
+
+    hypers = dict(PET_HYPERS)
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--hyper takes KEY=VALUE (e.g. d_pet=64), got {item!r}")
+        try:
+            hypers[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            hypers[key] = value  # a string option, e.g. activation=SiLU
+    return hypers
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="build/model", type=Path)
     parser.add_argument("--epochs", default=200, type=int)
     parser.add_argument("--seed", default=2026, type=int)
+    parser.add_argument(
+        "--hyper",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a PET hyperparameter (metatrain's names), e.g. --hyper d_pet=64",
+    )
     parser.add_argument("--no-install", action="store_true", help="leave data/ untouched")
     args = parser.parse_args(argv)
+    try:
+        hypers = parse_hypers(args.hyper)
+    except ValueError as error:
+        parser.error(str(error))
 
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -178,7 +206,7 @@ def main(argv=None) -> int:
     write(work / "test.extxyz", test)
     print(f"data: {len(train)} training, {len(test)} test frames ({time.time() - start:.0f} s)")
 
-    model = "\n".join(f"    {k}: {v}" for k, v in PET_HYPERS.items())
+    model = "\n".join(f"    {k}: {v}" for k, v in hypers.items())
     (work / "options.yaml").write_text(
         OPTIONS.format(
             seed=args.seed,
@@ -204,7 +232,7 @@ def main(argv=None) -> int:
         "command": "python -m ase_symcalc.models.train " + " ".join(argv or sys.argv[1:]),
         "seed": args.seed,
         "epochs": args.epochs,
-        "hypers": PET_HYPERS,
+        "hypers": hypers,
         "training_frames": len(train),
         "test_frames": len(test),
         "wall_time_s": round(elapsed),
