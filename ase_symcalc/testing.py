@@ -15,6 +15,8 @@ reproduced.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
@@ -254,8 +256,11 @@ def float64_model(model):
     import torch
     from metatomic.torch import AtomisticModel, ModelCapabilities, load_atomistic_model
 
+    from .models import loading
+
     if not isinstance(model, AtomisticModel):
-        model = load_atomistic_model(str(model))
+        with loading(model):
+            model = load_atomistic_model(str(model))
     caps = model.capabilities()
     capabilities = ModelCapabilities(
         outputs=caps.outputs,
@@ -266,7 +271,11 @@ def float64_model(model):
         dtype="float64",
     )
     module = model.module.to(torch.float64).eval()
-    return AtomisticModel(module, model.metadata(), capabilities)
+    with warnings.catch_warnings():
+        # the copy carries the original's output names; any deprecation of
+        # them was reported (or silenced) when the original was loaded
+        warnings.filterwarnings("ignore", message=r"the '\w+' output name is deprecated")
+        return AtomisticModel(module, model.metadata(), capabilities)
 
 
 def assert_equivariant(

@@ -55,6 +55,22 @@ def test_raw_predictions_match_metatomic_ase(cu32):
     np.testing.assert_allclose(r["raw_stress"], reference.get_stress(), atol=2e-6)
 
 
+@pytest.mark.parametrize("non_conservative", [True, False], ids=["direct", "conservative"])
+def test_wrapping_a_metatomic_calculator_reuses_its_model_and_force_mode(cu4, non_conservative):
+    raw = pretrained(non_conservative=non_conservative)
+    calc = SymmetrizedCalculator(raw, quadrature="lebedev:1")
+    assert isinstance(calc.evaluator, MetatomicEvaluator)
+    assert calc.evaluator.model is raw.model()
+    forces = "direct" if non_conservative else "conservative"
+    assert calc.evaluator.forces == forces
+    reference = SymmetrizedCalculator(path(), quadrature="lebedev:1", forces=forces)
+    atoms = cu4.copy()
+    atoms.calc = calc
+    cu4.calc = reference
+    np.testing.assert_array_equal(atoms.get_forces(), cu4.get_forces())
+    np.testing.assert_array_equal(atoms.get_stress(), cu4.get_stress())
+
+
 @pytest.mark.parametrize("spec", ["lebedev:2", "group:O"])
 def test_batched_and_looped_evaluation_agree_in_float64(model64, cu32, spec):
     batched = SymmetrizedCalculator(model64, quadrature=spec, batch_size=5)

@@ -84,7 +84,8 @@ class MetatomicEvaluator:
         if type(model).__name__ == "MetatomicCalculator":
             nc_setting = model.parameters.get("non_conservative", False)
             device = device or str(model._device)
-            model = model.model
+            # metatomic-ase 0.1.4 has a model() method; older releases an attribute
+            model = model.model() if callable(model.model) else model.model
         if isinstance(model, (str, os.PathLike)):
             path = os.fspath(model)
             if not os.path.exists(path):
@@ -93,7 +94,10 @@ class MetatomicEvaluator:
                     "or the path of an exported metatomic .pt model "
                     "(ase_symcalc.models.list_pretrained() lists the shipped ones)"
                 )
-            model = mta.load_atomistic_model(path, extensions_directory=extensions_directory)
+            from ..models import loading
+
+            with loading(path):
+                model = mta.load_atomistic_model(path, extensions_directory=extensions_directory)
             self.name = f"metatomic model {os.path.basename(path)}"
         else:
             self.name = "metatomic model"
@@ -358,7 +362,6 @@ class MetatomicEvaluator:
 
         outputs = {
             self._energy_key: ModelOutput(
-                quantity="energy",
                 unit="eV",
                 sample_kind="atom" if self._per_atom_energy else "system",
             )

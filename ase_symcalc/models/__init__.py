@@ -8,7 +8,10 @@ metatomic evaluator.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -64,6 +67,32 @@ def metadata(name: str | None = None) -> dict:
     return json.loads(file.read_text()) if file.is_file() else {}
 
 
+def is_shipped(file) -> bool:
+    """Whether ``file`` is one of the model files shipped with the package."""
+    if not isinstance(file, (str, os.PathLike)):
+        return False
+    shipped = Path(str(resources.files(__name__).joinpath("data")))
+    return Path(file).resolve().parent == shipped.resolve()
+
+
+@contextlib.contextmanager
+def loading(file):
+    """Load ``file`` without metatomic's output-name deprecation if it is ours.
+
+    The shipped models were exported by metatrain 2026.4.1 with the output
+    name ``non_conservative_forces``, which metatomic-torch 0.1.19 maps to
+    ``non_conservative_force`` (both work) with a warning on every load that
+    asks to update the model file: advice for the model's author, which our
+    users cannot act on. Other files keep the warning.
+    """
+    with warnings.catch_warnings():
+        if is_shipped(file):
+            warnings.filterwarnings(
+                "ignore", message=r"the '\w+' output name is deprecated", category=UserWarning
+            )
+        yield
+
+
 def pretrained(name: str | None = None, *, device: str | None = None, **kwargs):
     """A ready ASE calculator of the raw (unsymmetrized) shipped model.
 
@@ -74,7 +103,9 @@ def pretrained(name: str | None = None, *, device: str | None = None, **kwargs):
     from metatomic_ase import MetatomicCalculator
 
     kwargs.setdefault("non_conservative", True)
-    return MetatomicCalculator(str(path(name)), device=device, **kwargs)
+    file = path(name)
+    with loading(file):
+        return MetatomicCalculator(str(file), device=device, **kwargs)
 
 
 def pet_feature_groups(d_pet: int, num_gnn_layers: int) -> dict[str, dict[str, slice]]:
