@@ -193,6 +193,14 @@ def test_out_of_memory_is_reraised_with_the_knobs(cu4, monkeypatch):
         evaluator.evaluate(cu4, np.eye(3)[None], ["energy"])
 
 
+def test_a_shipped_model_can_be_named(cu4):
+    atoms = cu4.copy()
+    atoms.calc = SymmetrizedCalculator("pet-cu-emt", quadrature="lebedev:1")
+    cu4.calc = SymmetrizedCalculator(path(), quadrature="lebedev:1")
+    assert atoms.calc.evaluator.name == "metatomic model pet-cu-emt.pt"
+    np.testing.assert_array_equal(atoms.get_forces(), cu4.get_forces())
+
+
 def test_bad_model_inputs():
     with pytest.raises(FileNotFoundError, match="does not exist"):
         SymmetrizedCalculator("missing-model.pt")

@@ -55,7 +55,8 @@ class MetatomicEvaluator:
     Parameters
     ----------
     model :
-        Path to an exported ``.pt`` model, an ``AtomisticModel``, or a
+        Path to an exported ``.pt`` model, the name of a shipped model
+        (``"pet-cu-emt"``), an ``AtomisticModel``, or a
         ``metatomic_ase.MetatomicCalculator`` (its model, device and
         ``non_conservative`` setting are reused).
     forces :
@@ -87,16 +88,18 @@ class MetatomicEvaluator:
             # metatomic-ase 0.1.4 has a model() method; older releases an attribute
             model = model.model() if callable(model.model) else model.model
         if isinstance(model, (str, os.PathLike)):
+            from .. import models
+
             path = os.fspath(model)
+            if not os.path.exists(path) and path in models.list_pretrained():
+                path = str(models.path(path))  # a shipped model's name
             if not os.path.exists(path):
                 raise FileNotFoundError(
                     f"metatomic model file '{path}' does not exist; give an ASE calculator, "
                     "or the path of an exported metatomic .pt model "
                     "(ase_symcalc.models.list_pretrained() lists the shipped ones)"
                 )
-            from ..models import loading
-
-            with loading(path):
+            with models.loading(path):
                 model = mta.load_atomistic_model(path, extensions_directory=extensions_directory)
             self.name = f"metatomic model {os.path.basename(path)}"
         else:
