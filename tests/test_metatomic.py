@@ -90,6 +90,42 @@ def test_batched_and_looped_evaluation_agree_in_float64(model64, cu32, spec):
         np.testing.assert_allclose(ours, looped.results[key], rtol=1e-10, atol=1e-12, err_msg=key)
 
 
+def _cluster():
+    from ase.cluster import Icosahedron
+
+    atoms = Icosahedron("Cu", 2)
+    atoms.rattle(0.05, seed=1)
+    return atoms
+
+
+def _slab():
+    from ase.build import fcc111
+
+    atoms = fcc111("Cu", size=(2, 2, 3), a=3.61, vacuum=5.0)  # pbc T, T, F
+    atoms.rattle(0.05, seed=2)
+    return atoms
+
+
+@pytest.mark.parametrize("forces", ["direct", "conservative"])
+@pytest.mark.parametrize("make", [_cluster, _slab], ids=["cluster", "slab"])
+def test_non_periodic_directions_match_the_loop(model64, make, forces):
+    # metatomic needs zero cell vectors along non-periodic directions (the
+    # slab's vacuum vector): the batched evaluator must send them as
+    # MetatomicCalculator does
+    direct = forces == "direct"
+    batched = SymmetrizedCalculator(model64, quadrature="lebedev:2", forces=forces)
+    looped = SymmetrizedCalculator(
+        ASECalculatorEvaluator(MetatomicCalculator(model64, non_conservative=direct)),
+        quadrature="lebedev:2",
+        remove_net_force=direct,
+    )
+    a, b = make(), make()
+    a.calc, b.calc = batched, looped
+    np.testing.assert_allclose(a.get_forces(), b.get_forces(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(a.get_potential_energy(), b.get_potential_energy(), rtol=1e-12)
+    assert "stress" not in batched.results
+
+
 @pytest.mark.parametrize("forces", ["direct", "conservative"])
 def test_batch_size_does_not_change_the_result(model64, cu4, forces):
     # conservative copies are differentiated batch by batch: the batch size

@@ -290,7 +290,10 @@ class MetatomicEvaluator:
         torch, _, Labels, _ = _import_torch()
         device, dtype = self.device, self.dtype
         periodic = atoms.pbc.copy()
-        box = atoms.cell.array.copy() if periodic.any() else np.zeros((3, 3))
+        # metatomic wants zero cell vectors along non-periodic directions (a
+        # slab's vacuum vector, a cluster's box), as MetatomicCalculator sends
+        box = np.zeros((3, 3))
+        box[periodic] = atoms.cell.array[periodic]
         lists = []
         for options in self._nl_options:
             calculator = NeighborList(
@@ -317,6 +320,7 @@ class MetatomicEvaluator:
                 )
             )
         return {
+            "box": box,
             "lists": lists,
             "types": torch.tensor(atoms.numbers, dtype=torch.int32, device=device),
             "pbc": torch.tensor(atoms.pbc, dtype=torch.bool, device=device),
@@ -331,7 +335,7 @@ class MetatomicEvaluator:
         dets = np.linalg.det(batch)
         # rotate in float64, then cast to the model's dtype
         positions = atoms.positions @ np.swapaxes(batch, 1, 2)  # (B, N, 3)
-        cells = atoms.cell.array @ np.swapaxes(proper_part(batch), 1, 2)  # (B, 3, 3)
+        cells = shared["box"] @ np.swapaxes(proper_part(batch), 1, 2)  # (B, 3, 3)
         positions = torch.tensor(positions, dtype=dtype, device=device)
         cells = torch.tensor(cells, dtype=dtype, device=device)
         strains = None
