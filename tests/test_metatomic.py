@@ -106,24 +106,61 @@ def _slab():
     return atoms
 
 
+def _triclinic():
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.61).repeat((3, 2, 2))  # primitive fcc cell
+    atoms.rattle(0.05, seed=3)
+    return atoms
+
+
+def _unwrapped():
+    atoms = copper((2, 2, 2), seed=4)
+    atoms.positions[:5] += [7.3, -4.1, 9.9]  # outside the cell
+    return atoms
+
+
+def _sheared():
+    atoms = copper((2, 2, 2), seed=5)
+    cell = atoms.cell.array.copy()
+    cell[2] += [1.5, -0.8, 0.0]
+    atoms.set_cell(cell, scale_atoms=True)
+    return atoms
+
+
+def _dimer():
+    from ase import Atoms
+
+    return Atoms("Cu2", positions=[[0.0, 0.0, 0.0], [2.3, 0.4, 0.1]])
+
+
+GEOMETRIES = [_cluster, _slab, _triclinic, _unwrapped, _sheared, _dimer]
+
+
 @pytest.mark.parametrize("forces", ["direct", "conservative"])
-@pytest.mark.parametrize("make", [_cluster, _slab], ids=["cluster", "slab"])
-def test_non_periodic_directions_match_the_loop(model64, make, forces):
-    # metatomic needs zero cell vectors along non-periodic directions (the
-    # slab's vacuum vector): the batched evaluator must send them as
-    # MetatomicCalculator does
+@pytest.mark.parametrize("make", GEOMETRIES, ids=[f.__name__[1:] for f in GEOMETRIES])
+def test_geometries_match_the_loop(model64, make, forces):
+    # the batched evaluator builds each copy's System itself (shared pairs and
+    # shifts, zero cell vectors along non-periodic directions as metatomic
+    # wants): every geometry must match the loop over MetatomicCalculator
     direct = forces == "direct"
-    batched = SymmetrizedCalculator(model64, quadrature="lebedev:2", forces=forces)
+    batched = SymmetrizedCalculator(model64, quadrature="lebedev:1", forces=forces)
+    # do_gradients_with_energy=False: metatomic-ase would otherwise also compute
+    # a stress (0/0) for non-periodic systems along with the energy
+    reference = MetatomicCalculator(
+        model64, non_conservative=direct, do_gradients_with_energy=False
+    )
     looped = SymmetrizedCalculator(
-        ASECalculatorEvaluator(MetatomicCalculator(model64, non_conservative=direct)),
-        quadrature="lebedev:2",
-        remove_net_force=direct,
+        ASECalculatorEvaluator(reference), quadrature="lebedev:1", remove_net_force=direct
     )
     a, b = make(), make()
     a.calc, b.calc = batched, looped
     np.testing.assert_allclose(a.get_forces(), b.get_forces(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(a.get_potential_energy(), b.get_potential_energy(), rtol=1e-12)
-    assert "stress" not in batched.results
+    if a.pbc.all():
+        np.testing.assert_allclose(a.get_stress(), b.get_stress(), rtol=1e-10, atol=1e-14)
+    else:
+        assert "stress" not in batched.results
 
 
 @pytest.mark.parametrize("forces", ["direct", "conservative"])
