@@ -274,6 +274,14 @@ def test_a_shipped_model_can_be_named(cu4):
     np.testing.assert_array_equal(atoms.get_forces(), cu4.get_forces())
 
 
+def test_elements_the_model_does_not_know_are_named(cu4):
+    cu4[0].symbol = "Al"
+    cu4.calc = SymmetrizedCalculator(path(), quadrature="lebedev:1")
+    with pytest.raises(ValueError, match=r"knows Cu \(29\); this structure also has Al \(13\)"):
+        cu4.get_forces()
+    assert cu4.calc.results == {}
+
+
 def test_bad_model_inputs():
     with pytest.raises(FileNotFoundError, match="does not exist"):
         SymmetrizedCalculator("missing-model.pt")

@@ -129,6 +129,7 @@ class MetatomicEvaluator:
                 "ASECalculatorEvaluator to use the generic loop"
             )
         self._nl_options = list(model.requested_neighbor_lists())
+        self._atomic_types = sorted(int(z) for z in capabilities.atomic_types)
         if batch_size is None:
             batch_size = (
                 DEFAULT_CPU_BATCH_SIZE if self.device.type == "cpu" else DEFAULT_GPU_BATCH_SIZE
@@ -288,6 +289,17 @@ class MetatomicEvaluator:
         from vesin import NeighborList
 
         torch, _, Labels, _ = _import_torch()
+        unknown = sorted(set(int(z) for z in atoms.numbers) - set(self._atomic_types))
+        if unknown:
+            from ase.data import chemical_symbols
+
+            def names(numbers):
+                return ", ".join(f"{chemical_symbols[z]} ({z})" for z in numbers)
+
+            raise ValueError(
+                f"{self.name} knows {names(self._atomic_types)}; this structure also has "
+                f"{names(unknown)}: use a model trained on every element in it"
+            )
         device, dtype = self.device, self.dtype
         periodic = atoms.pbc.copy()
         # metatomic wants zero cell vectors along non-periodic directions (a
