@@ -185,13 +185,25 @@ def _make_calculator(args, model_path):
         raise CommandError(str(error)) from error
 
 
+def _first_evaluation(atoms, where: str) -> None:
+    """Evaluate once; a model that cannot take the structure is a one-line error."""
+    try:
+        atoms.get_forces()
+    except (ValueError, MemoryError, NotImplementedError) as error:
+        raise CommandError(f"{where}: {error}") from error
+
+
+def _check_output(directory: Path, overwrite: bool) -> None:
+    if directory.exists() and any(directory.iterdir()) and not overwrite:
+        raise CommandError(
+            f"output directory '{directory}' exists and is not empty; "
+            "use --overwrite to replace it or --output to choose another"
+        )
+
+
 def _prepare_output(directory: Path, overwrite: bool):
+    _check_output(directory, overwrite)
     if directory.exists() and any(directory.iterdir()):
-        if not overwrite:
-            raise CommandError(
-                f"output directory '{directory}' exists and is not empty; "
-                "use --overwrite to replace it or --output to choose another"
-            )
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
 
@@ -402,8 +414,13 @@ def run_md(args) -> int:
     else:
         atoms = _load_structure(args.structure)
         output = Path(args.output)
-        _prepare_output(output, args.overwrite)
+        _check_output(output, args.overwrite)
     atoms.calc = _make_calculator(args, model_path)
+    # the model must take this structure before an old output is replaced; the
+    # result is cached, so the first MD step does not evaluate again
+    _first_evaluation(atoms, args.structure or "the default structure")
+    if not args.restart:
+        _prepare_output(output, args.overwrite)
     if not atoms.has("momenta") or not atoms.get_momenta().any():
         _thermalize(atoms, args.temperature, args.seed)
     dyn = _dynamics(args, atoms, model_path)
@@ -530,7 +547,7 @@ def run_compare(args) -> int:
                     pass
         atoms = frame.copy()
         atoms.calc = calc
-        atoms.get_forces()
+        _first_evaluation(atoms, f"frame {index} of {args.dataset}")
         r = calc.results
         ref_f = reference.get("forces")
         rows.append(

@@ -140,6 +140,24 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, arguments, message
     assert message in err and len(err.splitlines()) == 1
 
 
+def test_a_structure_the_model_cannot_take_is_one_line_and_keeps_old_output(tmp_path, capsys):
+    from ase.build import bulk
+
+    structure = tmp_path / "al.extxyz"
+    write(structure, bulk("Al", "fcc", a=4.05, cubic=True))
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "log.csv").write_text("an earlier run\n")
+    argv = ["md", str(structure), "--steps", "1", "--output", str(old), "--overwrite"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Al (13)" in err and len(err.splitlines()) == 1
+    assert (old / "log.csv").read_text() == "an earlier run\n"  # not replaced
+    assert main(["compare", str(structure), "--output", str(tmp_path / "cmp")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "frame 0" in err and "Al (13)" in err and len(err.splitlines()) == 1
+
+
 def test_argparse_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["md", "--mode", "sometimes"])
