@@ -74,6 +74,11 @@ class SymmetrizedCalculator(Calculator):
         its strain derivative), or ``None`` (direct when the model has direct
         outputs). In conservative mode a model with direct outputs also
         reports them, symmetrized, as ``direct_forces`` / ``direct_stress``.
+    variant :
+        Metatomic models with several output variants (``energy/pbe``,
+        ``energy/r2scan``, ...): the one to use, for energy, forces and stress
+        alike; ``None``: the model's default (a ``MetatomicCalculator`` base
+        keeps the variants it was given).
     remove_net_torque :
         Remove the net force and then the net torque of the forces, per copy;
         only for non-periodic systems, where angular momentum is conserved.
@@ -110,13 +115,17 @@ class SymmetrizedCalculator(Calculator):
         "remove_net_force": None,
         "remove_net_torque": False,
         "forces": None,
+        "variant": None,
         "convergence_tolerance": None,
         "raw": True,
     }
 
     def __init__(self, base, quadrature="group:I", **kwargs):
         self.evaluator = make_evaluator(
-            base, batch_size=kwargs.get("batch_size"), forces=kwargs.get("forces")
+            base,
+            batch_size=kwargs.get("batch_size"),
+            forces=kwargs.get("forces"),
+            variant=kwargs.get("variant"),
         )
         self.base = base
         #: number of rotated copies the base model has evaluated so far
@@ -172,6 +181,14 @@ class SymmetrizedCalculator(Calculator):
                     "computes them: leave forces=None"
                 )
             self.evaluator.forces = p.forces
+            self.implemented_properties = self._provided()
+        if p.variant is not None and getattr(self.evaluator, "variant", None) != p.variant:
+            if not hasattr(self.evaluator, "variant"):
+                raise ValueError(
+                    f"variant={p.variant!r} selects an output variant of a metatomic model; "
+                    f"{self.evaluator.name} has none: leave variant=None"
+                )
+            self.evaluator.variant = p.variant
             self.implemented_properties = self._provided()
 
     def _remove_net_force(self) -> bool:

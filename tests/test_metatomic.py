@@ -274,6 +274,40 @@ def test_a_shipped_model_can_be_named(cu4):
     np.testing.assert_array_equal(atoms.get_forces(), cu4.get_forces())
 
 
+def test_output_variants_are_chosen_explicitly():
+    from ase import Atoms
+    from variant_model import WEIGHTS, variant_model
+
+    model = variant_model()
+    atoms = Atoms("Cu2", positions=[[0.0, 0.0, 0.0], [1.0, 2.0, 0.5]])
+    # E_v = w_v sum |r|^2 is invariant: every variant comes back unchanged
+    for variant, weight in WEIGHTS.items():
+        for base in (
+            model,
+            MetatomicCalculator(model, non_conservative="forces", variants={"energy": variant}),
+        ):
+            copy = atoms.copy()
+            kwargs = {"variant": variant} if base is model else {}
+            copy.calc = SymmetrizedCalculator(base, quadrature="lebedev:1", **kwargs)
+            np.testing.assert_allclose(copy.get_potential_energy(), weight * 5.25, rtol=1e-12)
+            expected = -2 * weight * (atoms.positions - atoms.positions.mean(axis=0))
+            np.testing.assert_allclose(copy.get_forces(), expected, atol=1e-12)
+            assert copy.calc.evaluator.variant == variant
+    # no default variant: the error lists them and says how to choose
+    with pytest.raises(ValueError, match=r"no default variant(.|\n)*variant="):
+        SymmetrizedCalculator(model, quadrature="lebedev:1")
+    # switching with set(), and a variant the model does not have
+    calc = SymmetrizedCalculator(model, quadrature="lebedev:1", variant="a")
+    calc.set(variant="b")
+    copy = atoms.copy()
+    copy.calc = calc
+    np.testing.assert_allclose(copy.get_potential_energy(), 2 * 5.25, rtol=1e-12)
+    with pytest.raises(ValueError):
+        calc.set(variant="c")
+    with pytest.raises(ValueError, match="leave variant=None"):
+        SymmetrizedCalculator(EMT(), variant="a")
+
+
 def test_elements_the_model_does_not_know_are_named(cu4):
     cu4[0].symbol = "Al"
     cu4.calc = SymmetrizedCalculator(path(), quadrature="lebedev:1")

@@ -42,10 +42,23 @@ def _import_torch():
     return torch, mta, Labels, TensorBlock
 
 
-def _pick_output(outputs, *names):
+def _pick_output(outputs, names, variant=None):
+    """The model's output for the first of ``names`` it has, in ``variant``.
+
+    metatomic's ``pick_output`` resolves variants (``energy/pbe``: ``name`` or
+    ``name/variant``); None when the model has no output of any of ``names``.
+    """
+    from metatomic.torch import pick_output
+
     for name in names:
-        if name in outputs:
-            return name
+        if any(key == name or key.startswith(name + "/") for key in outputs):
+            try:
+                return pick_output(name, outputs, variant)
+            except ValueError as error:
+                raise ValueError(
+                    f"{error}\nchoose one with SymmetrizedCalculator(model, variant=...) "
+                    "or a MetatomicCalculator(model, variants={'energy': ...})"
+                ) from error
     return None
 
 
@@ -68,6 +81,11 @@ class MetatomicEvaluator:
         torch device; default: the first the model supports that is available.
     batch_size :
         rotated copies per model call; default 1 on CPU, 16 on GPU.
+    variant :
+        the output variant of a model with several (``"pbe"`` picks
+        ``energy/pbe`` and the forces and stress of the same variant); default:
+        the model's default outputs, or the variants a ``MetatomicCalculator``
+        was given.
     """
 
     def __init__(
@@ -77,13 +95,18 @@ class MetatomicEvaluator:
         forces: str | None = None,
         device: str | None = None,
         batch_size: int | None = None,
+        variant: str | None = None,
         extensions_directory=None,
     ):
         torch, mta, _, _ = _import_torch()
         self._torch = torch
         nc_setting = None
+        chosen = {}  # output keys a MetatomicCalculator resolved from its variants
         if type(model).__name__ == "MetatomicCalculator":
             nc_setting = model.parameters.get("non_conservative", False)
+            for name in ("_energy_key", "_nc_forces_key", "_nc_stress_key"):
+                if getattr(model, name, None) is not None:
+                    chosen[name] = getattr(model, name)
             device = device or str(model._device)
             # metatomic-ase 0.1.4 has a model() method; older releases an attribute
             model = model.model() if callable(model.model) else model.model
@@ -108,17 +131,10 @@ class MetatomicEvaluator:
         capabilities = model.capabilities()
         self.dtype = {"float32": torch.float32, "float64": torch.float64}[capabilities.dtype]
         self.device = torch.device(mta.pick_device(capabilities.supported_devices, device))
-        outputs = capabilities.outputs
-        self._energy_key = _pick_output(outputs, "energy")
-        self._forces_key = _pick_output(
-            outputs, "non_conservative_force", "non_conservative_forces"
-        )
-        self._stress_key = _pick_output(outputs, "non_conservative_stress")
-        if self._energy_key is None:
-            raise ValueError(f"{self.name} has no 'energy' output, which the symmetrizer needs")
+        # an explicit variant wins over the ones a MetatomicCalculator resolved
+        self._select_outputs(variant, chosen if variant is None else None)
         if forces is None and nc_setting is not None:
             forces = "direct" if nc_setting in (True, "forces") else "conservative"
-        self._per_atom_energy = outputs[self._energy_key].sample_kind == "atom"
         self.forces = forces  # validated by the setter
         if model.requested_inputs(use_new_names=True):
             raise NotImplementedError(
@@ -135,6 +151,42 @@ class MetatomicEvaluator:
                 DEFAULT_CPU_BATCH_SIZE if self.device.type == "cpu" else DEFAULT_GPU_BATCH_SIZE
             )
         self.batch_size = int(batch_size)
+
+    def _select_outputs(self, variant: str | None, chosen: dict | None = None) -> None:
+        """Resolve the energy / direct forces / direct stress output keys."""
+        chosen = chosen or {}
+        outputs = self.model.capabilities().outputs
+        energy = chosen.get("_energy_key") or _pick_output(outputs, ["energy"], variant)
+        if energy is None:
+            raise ValueError(f"{self.name} has no 'energy' output, which the symmetrizer needs")
+        if variant is None and "/" in energy:
+            variant = energy.split("/", 1)[1]  # forces and stress follow the energy
+        forces = chosen.get("_nc_forces_key") or _pick_output(
+            outputs, ["non_conservative_force", "non_conservative_forces"], variant
+        )
+        stress = chosen.get("_nc_stress_key") or _pick_output(
+            outputs, ["non_conservative_stress"], variant
+        )
+        self._energy_key, self._forces_key, self._stress_key = energy, forces, stress
+        self._per_atom_energy = outputs[energy].sample_kind == "atom"
+        self._variant = variant
+
+    @property
+    def variant(self) -> str | None:
+        """The output variant in use (None: the model's default outputs)."""
+        return self._variant
+
+    @variant.setter
+    def variant(self, value: str | None) -> None:
+        names = ("_variant", "_energy_key", "_forces_key", "_stress_key", "_per_atom_energy")
+        before = {name: getattr(self, name) for name in names}
+        self._select_outputs(value)
+        try:
+            self.forces = self._forces  # re-validated against the new outputs
+        except ValueError:
+            for name, old in before.items():
+                setattr(self, name, old)
+            raise
 
     @property
     def forces(self) -> str:
