@@ -31,6 +31,9 @@ class CommandError(Exception):
     """A user-facing error: printed on one line, exit code 2."""
 
 
+VARIANT_HELP = "output variant of a multi-head metatomic model (e.g. pbe: energy/pbe)"
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ase-symcalc",
@@ -81,6 +84,7 @@ def _build_parser() -> argparse.ArgumentParser:
     md.add_argument("--interval", type=int, default=1, help="log every n steps")
     md.add_argument("--seed", type=int, default=0)
     md.add_argument("--batch-size", type=int, default=None)
+    md.add_argument("--variant", default=None, help=VARIANT_HELP)
     md.add_argument("--output", default="symcalc-md", help="output directory")
     md.add_argument("--overwrite", action="store_true", help="replace an existing output")
     md.add_argument(
@@ -101,6 +105,7 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("dataset", help="any multi-frame file ASE reads")
     compare.add_argument("--model", default=None)
     compare.add_argument("--quadrature", default="group:I")
+    compare.add_argument("--variant", default=None, help=VARIANT_HELP)
     compare.add_argument("--output", default="compare", help="prefix of the .csv and .png")
 
     plot = sub.add_parser("plot", help="draw the equivariance figure from a log.csv")
@@ -170,7 +175,11 @@ def _make_calculator(args, model_path):
     try:
         if args.mode == "raw":
             return SymmetrizedCalculator(
-                model_path, quadrature="identity", batch_size=args.batch_size, forces=args.forces
+                model_path,
+                quadrature="identity",
+                batch_size=args.batch_size,
+                forces=args.forces,
+                variant=args.variant,
             )
         return SymmetrizedCalculator(
             model_path,
@@ -179,6 +188,7 @@ def _make_calculator(args, model_path):
             seed=args.seed,
             batch_size=args.batch_size,
             forces=args.forces,
+            variant=args.variant,
             raw=True,
         )
     except ValueError as error:
@@ -229,7 +239,9 @@ def _dynamics(args, atoms, model_path):
 
         if args.ensemble == "npt":
             raise CommandError("--mts works with --ensemble nve or langevin, not npt")
-        fast = SymmetrizedCalculator(model_path, quadrature="identity", raw=False)
+        fast = SymmetrizedCalculator(
+            model_path, quadrature="identity", raw=False, variant=args.variant
+        )
         thermostat = {}
         if args.ensemble == "langevin":
             thermostat = {
@@ -533,7 +545,7 @@ def run_compare(args) -> int:
     frames = _read_frames(args.dataset)
     model_path = _model_path(args.model)
     try:
-        calc = SymmetrizedCalculator(model_path, quadrature=args.quadrature)
+        calc = SymmetrizedCalculator(model_path, quadrature=args.quadrature, variant=args.variant)
     except ValueError as error:
         raise CommandError(str(error)) from error
     rows = []

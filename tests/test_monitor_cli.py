@@ -132,6 +132,7 @@ def test_md_command_with_multiple_time_stepping(tmp_path, capsys, ensemble):
         (["md", "--model", "nope"], "unknown model 'nope'"),
         (["md", "--quadrature", "lebedev:x", "--steps", "1"], "valid forms"),
         (["md", "--steps", "-1"], "--steps must be"),
+        (["md", "--variant", "x", "--steps", "1"], "variant 'x' for output 'energy'"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, arguments, message):

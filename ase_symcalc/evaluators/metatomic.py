@@ -55,9 +55,10 @@ def _pick_output(outputs, names, variant=None):
             try:
                 return pick_output(name, outputs, variant)
             except ValueError as error:
+                reason = " ".join(line.strip() for line in str(error).splitlines())
                 raise ValueError(
-                    f"{error}\nchoose one with SymmetrizedCalculator(model, variant=...) "
-                    "or a MetatomicCalculator(model, variants={'energy': ...})"
+                    f"{reason}; choose a variant with SymmetrizedCalculator(model, "
+                    "variant=...) or ase-symcalc --variant"
                 ) from error
     return None
 
