@@ -130,6 +130,7 @@ def _build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument(
         "--quadrature", default="group:I", help="rule of the equivariance error (default group:I)"
     )
+    diagnose.add_argument("--variant", default=None, help=VARIANT_HELP)
     diagnose.add_argument("--output", default="diagnose", help="prefix of the .json and .png")
 
     export = sub.add_parser("export-metatomic", help="write the shipped model to a file")
@@ -666,6 +667,7 @@ def _read_frames(dataset):
 
 def run_diagnose(args) -> int:
     from .diagnostics import error_split, feature_fractions, plot_fractions
+    from .evaluators import make_evaluator
     from .models import feature_groups
 
     if args.lmax < 0 or args.frames < 1:
@@ -677,8 +679,10 @@ def run_diagnose(args) -> int:
     labelled = all(frame.calc is not None for frame in frames)
     report = {"model": model_path, "dataset": args.dataset, "frames": len(frames)}
     try:
+        # one evaluator (the model loaded once) for both the A and B analyses
+        model = make_evaluator(model_path, variant=args.variant)
         if labelled:
-            split = error_split(model_path, frames, quadrature=args.quadrature, progress=True)
+            split = error_split(model, frames, quadrature=args.quadrature, progress=True)
             report["errors"] = split
             print(f"A: errors over {len(frames)} frames, rule {split['rule']}")
             print("property           RMS ref   RMSE raw   RMSE sym   equivariance error")
@@ -691,7 +695,7 @@ def run_diagnose(args) -> int:
                         f"{e['rmse_symmetrized'] * 1e3:10.2f} {e['equivariance_error'] * 1e3:12.2f}"
                     )
         result = feature_fractions(
-            model_path,
+            model,
             frames,
             args.lmax,
             groups=feature_groups(args.model or model_path),
