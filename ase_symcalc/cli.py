@@ -230,7 +230,7 @@ def _thermalize(atoms, temperature, seed):
     vd.Stationary(atoms)
 
 
-def _dynamics(args, atoms, model_path):
+def _dynamics(args, atoms):
     from ase import units
 
     dt = args.timestep * units.fs
@@ -240,8 +240,10 @@ def _dynamics(args, atoms, model_path):
 
         if args.ensemble == "npt":
             raise CommandError("--mts works with --ensemble nve or langevin, not npt")
+        # the raw model for the inner steps: the model the slow calculator has
+        # already loaded, in its own evaluator (its own force mode: direct)
         fast = SymmetrizedCalculator(
-            model_path, quadrature="identity", raw=False, variant=args.variant
+            atoms.calc.evaluator.model, quadrature="identity", raw=False, variant=args.variant
         )
         thermostat = {}
         if args.ensemble == "langevin":
@@ -436,7 +438,7 @@ def run_md(args) -> int:
         _prepare_output(output, args.overwrite)
     if not atoms.has("momenta") or not atoms.get_momenta().any():
         _thermalize(atoms, args.temperature, args.seed)
-    dyn = _dynamics(args, atoms, model_path)
+    dyn = _dynamics(args, atoms)
     monitor = EquivarianceMonitor(
         atoms,
         output / "log.csv",
@@ -472,7 +474,7 @@ def run_md(args) -> int:
             "timestep_fs": args.timestep,
             "steps": args.steps,
             "mts": args.mts,
-            "forces": calc.evaluator.forces if hasattr(calc.evaluator, "forces") else None,
+            "forces": getattr(calc.evaluator, "forces", None),
             "wall_time_s": elapsed,
             "seconds_per_step": elapsed / max(args.steps, 1),
             "model_evaluations": calc.evaluation_count + getattr(dyn, "fast_evaluations", 0),

@@ -58,7 +58,7 @@ class CharacterFractions:
 
     def table(self) -> str:
         """A plain-text table: one row per property, one column per channel."""
-        channels = [(l, s) for l in range(self.lmax + 1) for s in (1, -1)]
+        channels = self.channels()
         head = "property  " + " ".join(
             f"({l},{'+' if s > 0 else '-'})".rjust(8) for l, s in channels
         )
@@ -291,12 +291,11 @@ def check_convergence(model, atoms, rules=DEFAULT_LADDER) -> ConvergenceReport:
     from .calculator import SymmetrizedCalculator
 
     evaluator = getattr(model, "evaluator", None) or make_evaluator(model)
+    available = evaluator.available_properties(atoms)
+    props = [p for p in ("energy", "forces", "stress") if p in available]
     rows, previous = [], None
     for spec in rules:
         calc = SymmetrizedCalculator(evaluator, quadrature=spec, raw=False)
-        props = [
-            p for p in ("energy", "forces", "stress") if p in evaluator.available_properties(atoms)
-        ]
         calc.calculate(atoms.copy(), props)
         results = calc.results
         row = {
