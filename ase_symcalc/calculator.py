@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import (
@@ -12,7 +14,8 @@ from ase.calculators.calculator import (
 from scipy.spatial.transform import Rotation
 
 from .evaluators import StackedOutputs, check_outputs, make_evaluator
-from .quadrature import O3Quadrature, find_identity, get_quadrature
+from .metrics import residual_rmse
+from .quadrature import O3Quadrature, auto_ladder, find_identity, get_quadrature, next_rule
 from .symmetrize import symmetrize
 from .transforms import matrix_to_voigt
 
@@ -47,7 +50,9 @@ class SymmetrizedCalculator(Calculator):
         The model: any ASE calculator, or an ``Evaluator``.
     quadrature :
         A spec for ``get_quadrature`` (default ``"group:I"``: 60 rotations, 120
-        with inversion, exact to degree 5) or an ``O3Quadrature`` (used as is).
+        with inversion, exact to degree 5), an ``O3Quadrature`` (used as is),
+        or ``"auto"``: the cheapest rule of ``quadrature.auto_ladder()`` whose
+        estimated forces residual is below ``tolerance`` (see below).
     inversion, orientation :
         Passed to ``get_quadrature`` for string specs. The default ``"generic"``
         orientation keeps the rule off the symmetry axes of axis-aligned
@@ -88,6 +93,27 @@ class SymmetrizedCalculator(Calculator):
         once when the RMS change of the forces exceeds it: the model's
         anisotropy then lies above the rule's degree. Costs one evaluation of
         the finer rule, once.
+    residual :
+        Also estimate how far the symmetrized output still is from the exact
+        Haar average: the rule is evaluated a second time in an independent
+        Haar-random orientation ``g_i R0`` and half the mean squared difference
+        of the two averages estimates the squared residual (both averages are
+        unbiased, so ``E|avg_1 - avg_2|^2 = 2 E|avg - Haar|^2``). Adds
+        ``energy_residual`` (eV), ``forces_residual`` (eV/Å, RMS per
+        component) and ``stress_residual`` (eV/Å^3); costs one extra pass over
+        the rule. For a rule without inversion the reference is the average
+        over proper rotations (what rotation tests probe).
+    tolerance, recheck :
+        ``quadrature="auto"`` only. ``tolerance`` (eV/Å, default 1e-3) bounds
+        the estimated forces residual (the energy residual per atom, eV, for
+        models without forces). On the first structure the ladder is climbed
+        from 12 evaluations up until a rule's residual is below it (a
+        ``ValueError`` names the best residual if none is); every ``recheck``
+        calls (default 100; 0: never) the residual of the rule in use is
+        measured again (one extra pass) and the ladder climbed further, with a
+        warning, when it exceeds the tolerance. ``inversion`` is chosen by the
+        ladder. ``results["quadrature"]`` names the rule in use and the
+        ``*_residual`` keys hold the last measured residual.
     raw :
         Also report the raw prediction on the unrotated input (``raw_*``
         keys). Free when the rule contains the identity, one extra evaluation
@@ -98,8 +124,9 @@ class SymmetrizedCalculator(Calculator):
     ``raw_stress``, ``raw_energies``; ``energy_equivariance_error`` (eV),
     ``forces_equivariance_error`` (eV/Å), ``forces_equivariance_error_per_atom``
     (N,), ``stress_equivariance_error`` (eV/Å^3); in conservative mode also
-    ``direct_forces``, ``direct_stress``, ``direct_forces_equivariance_error``.
-    Errors are NaN when only one copy is evaluated (``"identity"``,
+    ``direct_forces``, ``direct_stress``, ``direct_forces_equivariance_error``;
+    ``quadrature`` (the rule's name) and ``evaluations`` (model evaluations of
+    this call). Errors are NaN when only one copy is evaluated (``"identity"``,
     ``"random-single"``).
     """
 
@@ -118,6 +145,9 @@ class SymmetrizedCalculator(Calculator):
         "variant": None,
         "convergence_tolerance": None,
         "raw": True,
+        "residual": False,
+        "tolerance": None,
+        "recheck": 100,
     }
 
     def __init__(self, base, quadrature="group:I", **kwargs):
@@ -165,8 +195,22 @@ class SymmetrizedCalculator(Calculator):
             orientation = np.asarray(orientation, dtype=np.float64)
             p.orientation = orientation.tolist()  # keeps todict() JSON-friendly
         self._orientation = orientation  # as get_quadrature takes it
-        self._quadrature = get_quadrature(
-            p.quadrature, inversion=p.inversion, seed=p.seed, orientation=orientation
+        self._auto = isinstance(p.quadrature, str) and p.quadrature.strip() == "auto"
+        if self._auto:
+            self._configure_auto()
+        else:
+            if p.tolerance is not None:
+                raise ValueError(
+                    "tolerance= sets the target of quadrature='auto'; with a fixed rule use "
+                    "residual=True to see its residual, or quadrature='auto'"
+                )
+            self._quadrature = get_quadrature(
+                p.quadrature, inversion=p.inversion, seed=p.seed, orientation=orientation
+            )
+        # the residual's random orientations: seeded, so that 'auto' picks the
+        # same rule on every rerun
+        self._residual_rng = np.random.default_rng(
+            np.random.SeedSequence(0 if p.seed is None else p.seed, spawn_key=(1,))
         )
         if p.batch_size is not None and (not isinstance(p.batch_size, int) or p.batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None, got {p.batch_size!r}")
@@ -190,6 +234,29 @@ class SymmetrizedCalculator(Calculator):
                 )
             self.evaluator.variant = p.variant
             self.implemented_properties = self._provided()
+
+    def _configure_auto(self):
+        p = self.parameters
+        if p.mode != "grid":
+            raise ValueError(
+                f"quadrature='auto' picks one fixed rule; mode={p.mode!r} randomizes it: "
+                "use mode='grid' (the default)"
+            )
+        tolerance = 1e-3 if p.tolerance is None else p.tolerance
+        if not isinstance(tolerance, (int, float)) or not tolerance > 0:
+            raise ValueError(f"tolerance must be a positive number (eV/Å), got {tolerance!r}")
+        if p.recheck is not None and (not isinstance(p.recheck, int) or p.recheck < 0):
+            raise ValueError(f"recheck must be a number of calls >= 0, got {p.recheck!r}")
+        self._tolerance = float(tolerance)
+        self._rung = 0
+        self._auto_chosen = False
+        self._calls_since_check = 0
+        self._last_residual = {}
+        self._quadrature = self._rung_rule(0)
+
+    def _rung_rule(self, rung: int) -> O3Quadrature:
+        spec, inversion = auto_ladder()[rung]
+        return get_quadrature(spec, inversion=inversion, orientation=self._orientation)
 
     def _remove_net_force(self) -> bool:
         setting = self.parameters.remove_net_force
@@ -258,38 +325,18 @@ class SymmetrizedCalculator(Calculator):
             )
         wanted = [name for name in ("energy", "forces", "stress", "energies") if name in available]
 
-        matrices, weights = self._rule_for_call()
-        evaluated, raw_index = matrices, None
-        if self.parameters.raw:
-            # the raw prediction is free when the rule holds the identity
-            raw_index = find_identity(matrices)
-            if raw_index is None:
-                raw_index = len(matrices)
-                evaluated = np.concatenate([matrices, np.eye(3)[None]])
-
-        outputs = self.evaluator.evaluate(atoms, evaluated, wanted)
-        self.evaluation_count += len(evaluated)
-        check_outputs(outputs, len(atoms), len(evaluated), wanted, self.evaluator.name)
-
-        on_rule = (
-            outputs if len(evaluated) == len(matrices) else outputs.select(slice(0, len(matrices)))
-        )
-        torque_positions = None
-        if self.parameters.remove_net_torque:
-            if atoms.pbc.any():
-                raise ValueError(
-                    "remove_net_torque is only meaningful for non-periodic systems (angular "
-                    f"momentum is not conserved with pbc={atoms.pbc.tolist()}); set "
-                    "remove_net_torque=False or atoms.pbc = False"
-                )
-            torque_positions = atoms.positions
-        averaged = symmetrize(
-            on_rule,
-            matrices,
-            weights,
-            net_force_removal=self._remove_net_force(),
-            net_torque_positions=torque_positions,
-        )
+        count_before = self.evaluation_count
+        if self._auto and self._auto_due():
+            averaged, raw, residual = self._climb(atoms, wanted)
+        else:
+            matrices, weights = self._rule_for_call()
+            averaged, raw = self._average(atoms, matrices, weights, wanted, self.parameters.raw)
+            residual = None
+            if self.parameters.residual:
+                residual = self._residual(atoms, matrices, weights, wanted, averaged)
+            if self._auto:
+                self._calls_since_check += 1
+                residual = self._last_residual
         results = {"energy": averaged.energy, "free_energy": averaged.energy}
         results["energy_equivariance_error"] = averaged.energy_error
         if averaged.forces is not None:
@@ -306,17 +353,134 @@ class SymmetrizedCalculator(Calculator):
             results["direct_forces_equivariance_error"] = averaged.direct_forces_error
         if averaged.direct_stress is not None:
             results["direct_stress"] = matrix_to_voigt(averaged.direct_stress)
-        if raw_index is not None:
-            results.update(self._raw_results(outputs.select(raw_index)))
+        if raw is not None:
+            results.update(self._raw_results(raw))
+        if residual:
+            results.update(residual)
         if self.parameters.convergence_tolerance is not None and not self._convergence_checked:
             self._check_convergence(atoms, averaged)
+        if self.parameters.mode != "random-single":
+            results["quadrature"] = self._quadrature.name
+        results["evaluations"] = self.evaluation_count - count_before
         return results
 
+    def _average(self, atoms, matrices, weights, wanted, with_raw: bool):
+        """One pass over the rule: the averages, and the raw outputs if asked."""
+        evaluated, raw_index = matrices, None
+        if with_raw:
+            # the raw prediction is free when the rule holds the identity
+            raw_index = find_identity(matrices)
+            if raw_index is None:
+                raw_index = len(matrices)
+                evaluated = np.concatenate([matrices, np.eye(3)[None]])
+
+        outputs = self.evaluator.evaluate(atoms, evaluated, wanted)
+        self.evaluation_count += len(evaluated)
+        check_outputs(outputs, len(atoms), len(evaluated), wanted, self.evaluator.name)
+
+        on_rule = (
+            outputs if len(evaluated) == len(matrices) else outputs.select(slice(0, len(matrices)))
+        )
+        averaged = symmetrize(
+            on_rule,
+            matrices,
+            weights,
+            net_force_removal=self._remove_net_force(),
+            net_torque_positions=self._torque_positions(atoms),
+        )
+        raw = outputs.select(raw_index) if raw_index is not None else None
+        return averaged, raw
+
+    def _torque_positions(self, atoms: Atoms):
+        if not self.parameters.remove_net_torque:
+            return None
+        if atoms.pbc.any():
+            raise ValueError(
+                "remove_net_torque is only meaningful for non-periodic systems (angular "
+                f"momentum is not conserved with pbc={atoms.pbc.tolist()}); set "
+                "remove_net_torque=False or atoms.pbc = False"
+            )
+        return atoms.positions
+
+    def _residual(self, atoms, matrices, weights, wanted, averaged) -> dict:
+        """The residual estimate: the same rule again, in a Haar-random orientation."""
+        rotation = Rotation.random(random_state=self._residual_rng).as_matrix()
+        rotated = matrices @ rotation
+        names = [name for name in wanted if name != "energies"]
+        outputs = self.evaluator.evaluate(atoms, rotated, names)
+        self.evaluation_count += len(rotated)
+        check_outputs(outputs, len(atoms), len(rotated), names, self.evaluator.name)
+        second = symmetrize(
+            outputs,
+            rotated,
+            weights,
+            net_force_removal=self._remove_net_force(),
+            net_torque_positions=self._torque_positions(atoms),
+        )
+        residual = {"energy_residual": residual_rmse(averaged.energy, second.energy)}
+        if averaged.forces is not None:
+            residual["forces_residual"] = residual_rmse(averaged.forces, second.forces)
+        if averaged.stress is not None:
+            residual["stress_residual"] = residual_rmse(averaged.stress, second.stress)
+        return residual
+
+    # -- quadrature="auto" --------------------------------------------------
+
+    def _auto_due(self) -> bool:
+        if not self._auto_chosen:
+            return True
+        recheck = self.parameters.recheck
+        return bool(recheck) and self._calls_since_check >= recheck
+
+    def _residual_metric(self, residual: dict, n_atoms: int) -> float:
+        if "forces_residual" in residual:
+            return residual["forces_residual"]
+        return residual["energy_residual"] / n_atoms
+
+    def _climb(self, atoms, wanted):
+        """Measure the rule in use; climb the ladder until the residual is small enough."""
+        ladder = auto_ladder()
+        start_rule = self._quadrature.name
+        raw, best = None, None
+        for rung in range(self._rung, len(ladder)):
+            rule = self._rung_rule(rung)
+            averaged, rung_raw = self._average(
+                atoms, rule.matrices, rule.weights, wanted, self.parameters.raw and raw is None
+            )
+            raw = rung_raw if rung_raw is not None else raw
+            residual = self._residual(atoms, rule.matrices, rule.weights, wanted, averaged)
+            metric = self._residual_metric(residual, len(atoms))
+            if best is None or metric < best[0]:
+                best = (metric, rung, averaged, residual)
+            if metric <= self._tolerance:
+                break
+        else:
+            metric, rung, averaged, residual = best
+            message = (
+                f"no rule on the auto ladder reaches a forces residual of "
+                f"{self._tolerance:.2e} eV/Å on this structure: the best is "
+                f"{metric:.2e} eV/Å with {self._rung_rule(rung).name}; raise tolerance= or "
+                "give a finer rule (quadrature='design:10', inversion=True)"
+            )
+            if not self._auto_chosen:
+                raise ValueError(message)
+            warnings.warn(message + "; keeping the best rule", UserWarning, stacklevel=5)
+        if self._auto_chosen and rung != self._rung:
+            warnings.warn(
+                f"quadrature='auto': the residual of {start_rule} exceeded the tolerance of "
+                f"{self._tolerance:.2e} eV/Å on this structure; now using "
+                f"{self._rung_rule(rung).name} ({len(self._rung_rule(rung))} evaluations)",
+                UserWarning,
+                stacklevel=5,
+            )
+        self._rung = rung
+        self._quadrature = self._rung_rule(rung)
+        self._auto_chosen = True
+        self._calls_since_check = 0
+        self._last_residual = residual
+        return averaged, raw, residual
+
     def _check_convergence(self, atoms: Atoms, averaged) -> None:
-        import warnings
-
-        from .diagnostics import next_rule
-
         self._convergence_checked = True
         finer = next_rule(self._quadrature)
         if finer is None or averaged.forces is None or self.parameters.mode == "random-single":

@@ -34,6 +34,39 @@ class CommandError(Exception):
 VARIANT_HELP = "output variant of a multi-head metatomic model (e.g. pbe: energy/pbe)"
 
 
+def _add_rule_options(parser, default: str) -> None:
+    """--quadrature, --tolerance and --recheck, the same on every command."""
+    parser.add_argument(
+        "--quadrature",
+        default=default,
+        help=f"rule spec, or 'auto': the cheapest rule whose forces residual is below "
+        f"--tolerance (default {default}; 'ase-symcalc quadratures' lists them)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="with --quadrature auto: target forces residual in eV/Å (default 1e-3)",
+    )
+    parser.add_argument(
+        "--recheck",
+        type=int,
+        default=100,
+        help="with --quadrature auto: re-measure the residual every N calls (default 100, "
+        "0: never)",
+    )
+
+
+def _rule_kwargs(args) -> dict:
+    """SymmetrizedCalculator keyword arguments of the rule options."""
+    kwargs = {"quadrature": args.quadrature}
+    if args.tolerance is not None:
+        kwargs["tolerance"] = args.tolerance
+    if args.quadrature.strip() == "auto":
+        kwargs["recheck"] = args.recheck
+    return kwargs
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ase-symcalc",
@@ -53,7 +86,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     md.add_argument("structure", nargs="?", help="any file ASE reads (default: 3x3x3 fcc Cu)")
     md.add_argument("--model", default=None, help="shipped model name or metatomic .pt file")
-    md.add_argument("--quadrature", default="lebedev:3", help="rule spec (default lebedev:3)")
+    _add_rule_options(md, "lebedev:3")
     md.add_argument(
         "--mode", default="grid", choices=["grid", "random-grid", "random-single", "raw"]
     )
@@ -104,7 +137,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("dataset", help="any multi-frame file ASE reads")
     compare.add_argument("--model", default=None)
-    compare.add_argument("--quadrature", default="group:I")
+    _add_rule_options(compare, "group:I")
     compare.add_argument("--variant", default=None, help=VARIANT_HELP)
     compare.add_argument("--output", default="compare", help="prefix of the .csv and .png")
 
@@ -127,11 +160,26 @@ def _build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("dataset", help="any multi-frame file ASE reads")
     diagnose.add_argument("--lmax", type=int, default=2, help="highest l resolved (default 2)")
     diagnose.add_argument("--frames", type=int, default=4, help="frames used (default 4)")
-    diagnose.add_argument(
-        "--quadrature", default="group:I", help="rule of the equivariance error (default group:I)"
-    )
+    _add_rule_options(diagnose, "group:I")
     diagnose.add_argument("--variant", default=None, help=VARIANT_HELP)
     diagnose.add_argument("--output", default="diagnose", help="prefix of the .json and .png")
+
+    check = sub.add_parser(
+        "check",
+        help="the public equivariance checks (MLIP Arena, ML-PEG) raw vs symmetrized",
+        description="Run MLIP Arena's force-equivariance test and ML-PEG's "
+        "rotational-symmetry walk on every frame of DATASET, for the raw and the "
+        "symmetrized model, with the symmetrized model's residual estimate beside. "
+        "Writes PREFIX.json and PREFIX.png.",
+    )
+    check.add_argument("model", help="shipped model name or metatomic .pt file")
+    check.add_argument("dataset", help="any file ASE reads (every frame is checked)")
+    _add_rule_options(check, "group:I")
+    check.add_argument("--axes", type=int, default=4, help="random axes of the Arena test (4)")
+    check.add_argument("--frames", type=int, default=None, help="check the first N frames")
+    check.add_argument("--batch-size", type=int, default=None)
+    check.add_argument("--variant", default=None, help=VARIANT_HELP)
+    check.add_argument("--output", default="check", help="prefix of the .json and .png")
 
     export = sub.add_parser("export-metatomic", help="write the shipped model to a file")
     export.add_argument("output", help="destination .pt file")
@@ -184,13 +232,13 @@ def _make_calculator(args, model_path):
             )
         return SymmetrizedCalculator(
             model_path,
-            quadrature=args.quadrature,
             mode=args.mode,
             seed=args.seed,
             batch_size=args.batch_size,
             forces=args.forces,
             variant=args.variant,
             raw=True,
+            **_rule_kwargs(args),
         )
     except ValueError as error:
         raise CommandError(str(error)) from error
@@ -301,8 +349,16 @@ def read_log(path) -> dict[str, np.ndarray]:
         if len(row) != len(names):  # a line cut by a killed run
             continue
         for name, value in zip(names, row, strict=True):
-            data[name].append(float(value) if value != "" else np.nan)
-    return {name: np.asarray(values) for name, values in data.items()}
+            data[name].append(value)
+    return {name: _column(values) for name, values in data.items()}
+
+
+def _column(values: list[str]) -> np.ndarray:
+    """Floats (NaN for empty cells), or the strings of a text column (the rule)."""
+    try:
+        return np.array([float(v) if v != "" else np.nan for v in values], dtype=float)
+    except ValueError:
+        return np.array(values, dtype=str)
 
 
 def summarize(log: dict, n_atoms: int) -> dict:
@@ -314,7 +370,10 @@ def summarize(log: dict, n_atoms: int) -> dict:
         "stress_equivariance_error",
         "forces_raw_vs_sym_rmse",
         "max_atom_forces_error",
+        "forces_residual",
     ):
+        if name not in log:  # logs written before the column existed
+            continue
         values = log[name][np.isfinite(log[name])]
         summary[name] = {
             "mean": float(values.mean()) if len(values) else None,
@@ -325,6 +384,8 @@ def summarize(log: dict, n_atoms: int) -> dict:
         slope = np.polyfit(t_ps, log["etot"], 1)[0]  # eV/ps
         summary["etot_drift_meV_per_atom_per_ps"] = float(slope * 1000.0 / n_atoms)
     summary["mean_temperature_K"] = float(np.nanmean(log["temperature_K"]))
+    if "rule" in log and log["rule"].dtype.kind == "U":
+        summary["rules_used"] = sorted({str(rule) for rule in log["rule"] if str(rule)})
     return summary
 
 
@@ -548,7 +609,7 @@ def run_compare(args) -> int:
     frames = _read_frames(args.dataset)
     model_path = _model_path(args.model)
     try:
-        calc = SymmetrizedCalculator(model_path, quadrature=args.quadrature, variant=args.variant)
+        calc = SymmetrizedCalculator(model_path, variant=args.variant, **_rule_kwargs(args))
     except ValueError as error:
         raise CommandError(str(error)) from error
     rows = []
@@ -668,6 +729,7 @@ def _read_frames(dataset):
 
 
 def run_diagnose(args) -> int:
+    from .calculator import SymmetrizedCalculator
     from .diagnostics import error_split, feature_fractions, plot_fractions
     from .evaluators import make_evaluator
     from .models import feature_groups
@@ -684,7 +746,8 @@ def run_diagnose(args) -> int:
         # one evaluator (the model loaded once) for both the A and B analyses
         model = make_evaluator(model_path, variant=args.variant)
         if labelled:
-            split = error_split(model, frames, quadrature=args.quadrature, progress=True)
+            calc = SymmetrizedCalculator(model, **_rule_kwargs(args))
+            split = error_split(calc, frames, progress=True)
             report["errors"] = split
             print(f"A: errors over {len(frames)} frames, rule {split['rule']}")
             print("property           RMS ref   RMSE raw   RMSE sym   equivariance error")
@@ -719,6 +782,93 @@ def run_diagnose(args) -> int:
     return 0
 
 
+def run_check(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .calculator import SymmetrizedCalculator
+    from .checks import arena_force_equivariance, plot_checks, rotational_symmetry_walk
+
+    if args.axes < 1 or (args.frames is not None and args.frames < 1):
+        raise CommandError("--axes and --frames must be >= 1")
+    model_path = _model_path(args.model)
+    frames = _read_frames(args.dataset)[: args.frames]
+    try:
+        raw = SymmetrizedCalculator(
+            model_path, quadrature="identity", raw=False, variant=args.variant
+        )
+        auto = args.quadrature.strip() == "auto"
+
+        def symmetrized(**extra):
+            # the model loaded once, shared by every calculator
+            return SymmetrizedCalculator(
+                raw.evaluator, batch_size=args.batch_size, **_rule_kwargs(args), **extra
+            )
+
+        symmetrized()  # bad rule options fail here, before any work
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+    report = {"model": model_path, "dataset": args.dataset, "frames": []}
+    per_protocol = 12 * args.axes + 1 + 115
+    bar = tqdm(total=len(frames) * 2 * per_protocol, desc="check", disable=None)
+    for index, frame in enumerate(frames):
+        # a fresh calculator per structure: 'auto' chooses its rule on each
+        sym = symmetrized()
+        # the residual of the rule (auto measures it on its first call)
+        probe = sym if auto else symmetrized(residual=True)
+        atoms = frame.copy()
+        atoms.calc = probe
+        _first_evaluation(atoms, f"frame {index} of {args.dataset}")
+        entry = {
+            "frame": index,
+            "atoms": len(atoms),
+            "residual": {
+                k: probe.results.get(k)
+                for k in ("energy_residual", "forces_residual", "stress_residual")
+            },
+        }
+        start = sym.evaluation_count
+        for name, calc in (("raw", raw), ("symmetrized", sym)):
+            arena = arena_force_equivariance(calc, frame, axes=args.axes, progress=bar.update)
+            walk = rotational_symmetry_walk(calc, frame, progress=bar.update)
+            entry[name] = {"arena": arena.summary(), "walk": walk.summary()}
+            entry[name]["curves"] = {
+                "arena_angles": arena.angles.tolist(),
+                "arena_mae_by_angle": arena.mae.mean(axis=1).tolist(),
+                "walk_angles": walk.relative_angles.tolist(),
+                "walk_forces_change": walk.forces_change.tolist(),
+            }
+        entry["evaluations_per_call"] = (sym.evaluation_count - start) / per_protocol
+        entry["rule_after"] = sym.quadrature.name
+        report["frames"].append(entry)
+    bar.close()
+    _print_checks(report)
+    prefix = Path(args.output)
+    prefix.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_checks(report, prefix.with_suffix(".png"))
+    print(f"wrote {prefix.with_suffix('.json')} and {prefix.with_suffix('.png')}")
+    return 0
+
+
+def _print_checks(report) -> None:
+    print(
+        "frame atoms  model        arena MAE mean/max (meV/Å)  pass  "
+        "walk |dF| mean/max (meV/Å)  walk |dE| max (meV/atom)  residual (meV/Å)  rule"
+    )
+    for entry in report["frames"]:
+        for name in ("raw", "symmetrized"):
+            arena, walk = entry[name]["arena"], entry[name]["walk"]
+            residual = entry["residual"].get("forces_residual") if name != "raw" else None
+            print(
+                f"{entry['frame']:5d} {entry['atoms']:5d}  {name:11s} "
+                f"{1e3 * arena['force_mae_mean']:12.3f} {1e3 * arena['force_mae_max']:9.3f}    "
+                f"{'yes' if arena['passed'] else 'no':4s} "
+                f"{1e3 * walk['forces_change_mean']:12.3f} {1e3 * walk['forces_change_max']:9.3f}"
+                f"{1e3 * walk['energy_change_max']:20.4f}     "
+                + (f"{1e3 * residual:12.3f}" if residual is not None else " " * 12)
+                + ("  " + entry["rule_after"] if name != "raw" else "")
+            )
+
+
 def run_export(args) -> int:
     source = Path(_model_path(args.model))
     destination = Path(args.output)
@@ -741,6 +891,7 @@ def main(argv=None) -> int:
         "quadratures": run_quadratures,
         "export-metatomic": run_export,
         "diagnose": run_diagnose,
+        "check": run_check,
     }
     try:
         return handlers[args.command](args)

@@ -22,7 +22,7 @@ import numpy as np
 from ase import Atoms
 
 from .evaluators import make_evaluator
-from .quadrature import O3Quadrature, get_quadrature, so3_character
+from .quadrature import DEFAULT_LADDER, O3Quadrature, get_quadrature, next_rule, so3_character
 
 __all__ = [
     "CharacterFractions",
@@ -36,9 +36,6 @@ __all__ = [
     "plot_fractions",
     "project_characters",
 ]
-
-#: rules of increasing degree, for convergence checks
-DEFAULT_LADDER = ("lebedev:1", "lebedev:2", "lebedev:3", "group:I", "lebedev:6")
 
 
 @dataclass
@@ -247,16 +244,6 @@ def plot_fractions(result: CharacterFractions, output, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(output, dpi=130)
     plt.close(fig)
-
-
-def next_rule(rule: O3Quadrature, ladder=DEFAULT_LADDER) -> str | None:
-    """The first rule of ``ladder`` exact to a higher degree than ``rule``."""
-    degree = -1 if rule.degree is None else rule.degree
-    for spec in ladder:
-        candidate = get_quadrature(spec)
-        if candidate.degree is not None and candidate.degree > degree:
-            return spec
-    return None
 
 
 @dataclass

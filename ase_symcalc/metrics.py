@@ -15,7 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["weighted_mean", "weighted_variance", "equivariance_rmse", "per_atom_rmse"]
+__all__ = [
+    "equivariance_rmse",
+    "per_atom_rmse",
+    "residual_rmse",
+    "weighted_mean",
+    "weighted_variance",
+]
 
 
 def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -59,3 +65,17 @@ def per_atom_rmse(values: np.ndarray, weights: np.ndarray, mean=None) -> np.ndar
         return np.full(values.shape[1], np.nan)
     variance = weighted_variance(values, weights, mean)
     return np.sqrt(np.clip(variance.sum(axis=-1), 0.0, None) / values.shape[-1])
+
+
+def residual_rmse(first, second) -> float:
+    """Residual of a symmetrized output from two independently oriented averages.
+
+    ``first`` and ``second`` are the same rule's averages with the rule in two
+    orientations, the second a Haar-random rotation of the first. Both are
+    unbiased for the exact Haar average ``H`` and the cross term vanishes, so
+    ``E|first - second|^2 = |first - H|^2 + E|second - H|^2``: half of it
+    estimates the squared residual of a typically oriented average.
+    Returned as an RMSE per component, like ``equivariance_rmse``.
+    """
+    difference = np.asarray(first, dtype=np.float64) - np.asarray(second, dtype=np.float64)
+    return float(np.sqrt(np.mean(difference * difference) / 2.0))

@@ -35,6 +35,12 @@ COLUMNS = {
     "worst_atom": "",
     # conservative runs of direct-force models: how far the two kinds are apart
     "forces_direct_vs_conservative_rmse": "eV/Å",
+    # residual of the symmetrized output (residual=True, or the last check of 'auto')
+    "energy_residual": "eV",
+    "forces_residual": "eV/Å",
+    "stress_residual": "eV/Å^3",
+    "evaluations": "",
+    "rule": "",
 }
 
 
@@ -127,6 +133,11 @@ class EquivarianceMonitor:
                 if "direct_forces" in r
                 else float("nan")
             ),
+            "energy_residual": r.get("energy_residual"),
+            "forces_residual": r.get("forces_residual"),
+            "stress_residual": r.get("stress_residual"),
+            "evaluations": r.get("evaluations"),
+            "rule": r.get("quadrature", ""),
         }
 
     def __call__(self):
@@ -160,6 +171,8 @@ class EquivarianceMonitor:
 def _format(value) -> str:
     if value is None:
         return ""
+    if isinstance(value, str):
+        return value
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     value = float(value)

@@ -13,19 +13,26 @@ Everything here is pure numpy/scipy in float64. Conventions follow
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 
 import numpy as np
 from scipy.integrate import lebedev_rule
 from scipy.spatial.transform import Rotation
 
 __all__ = [
+    "DEFAULT_LADDER",
     "GENERIC_ORIENTATION",
     "O3Quadrature",
+    "auto_ladder",
     "QUADRATURE_SPECS",
+    "design_degrees",
     "get_quadrature",
     "lebedev_orders",
+    "next_rule",
     "quadrature_table",
     "so3_character",
     "rule_moment",
@@ -53,6 +60,7 @@ QUADRATURE_SPECS = (
     "group:T",
     "group:O",
     "group:I",
+    "design:t",
     "random:M",
     "identity",
 )
@@ -65,6 +73,33 @@ _GROUP_DEGREE = {"T": 2, "O": 3, "I": 5}
 def lebedev_orders() -> list[int]:
     """Lebedev orders available with positive weights, ascending."""
     return [n for n in _LEBEDEV_ALL if n not in _LEBEDEV_NEGATIVE]
+
+
+@cache
+def _designs() -> dict:
+    """The shipped weighted SO(3) designs (``scripts/optimize_designs.py``)."""
+    text = resources.files("ase_symcalc").joinpath("data", "designs.json").read_text()
+    return {int(key): value for key, value in json.loads(text)["designs"].items()}
+
+
+def design_degrees() -> list[int]:
+    """Degrees of the shipped ``design:t`` rules, ascending."""
+    return sorted(_designs())
+
+
+def _design(degree: int):
+    designs = _designs()
+    if degree not in designs:
+        raise ValueError(
+            f"no design of degree {degree} is shipped (available: design:"
+            + ", design:".join(str(t) for t in sorted(designs))
+            + "); regenerate more with scripts/optimize_designs.py --degrees ..."
+        )
+    entry = designs[degree]
+    quaternions = np.asarray(entry["quaternions_xyzw"], dtype=np.float64)
+    weights = np.asarray(entry["weights"], dtype=np.float64)
+    matrices = Rotation.from_quat(quaternions).as_matrix().reshape(len(weights), 3, 3)
+    return matrices, weights / weights.sum()
 
 
 def _smallest_lebedev_order(degree: int) -> int:
@@ -312,6 +347,9 @@ def get_quadrature(
         weights = np.full(len(matrices), 1.0 / len(matrices))
         degree = _GROUP_DEGREE[group]
         text = f"group:{group}"
+    elif kind == "design":
+        degree = _parse_int(arg, spec)
+        matrices, weights = _design(degree)
     elif kind == "random":
         count = _parse_int(arg, spec)
         if count < 1:
@@ -376,6 +414,7 @@ def quadrature_table(degrees=range(1, 7)) -> list[dict]:
     """The catalogue of rules: spec, evaluations with/without inversion, degree."""
     specs = [f"lebedev:{L}" for L in degrees] + [f"lebedev-products:{L}" for L in degrees]
     specs += ["group:T", "group:O", "group:I"]
+    specs += [f"design:{t}" for t in design_degrees()]
     rows = []
     for spec in specs:
         proper = get_quadrature(spec, inversion=False, orientation=None)
@@ -388,3 +427,35 @@ def quadrature_table(degrees=range(1, 7)) -> list[dict]:
             }
         )
     return rows
+
+
+#: rules of increasing degree, for convergence checks (``check_convergence``)
+DEFAULT_LADDER = ("lebedev:1", "lebedev:2", "lebedev:3", "group:I", "lebedev:6")
+
+
+def next_rule(rule: O3Quadrature, ladder=DEFAULT_LADDER) -> str | None:
+    """The first rule of ``ladder`` exact to a higher degree than ``rule``."""
+    degree = -1 if rule.degree is None else rule.degree
+    for spec in ladder:
+        candidate = get_quadrature(spec)
+        if candidate.degree is not None and candidate.degree > degree:
+            return spec
+    return None
+
+
+@cache
+def auto_ladder() -> tuple[tuple[str, bool], ...]:
+    """The rules ``quadrature="auto"`` climbs, cheapest first.
+
+    ``(spec, inversion)`` pairs from the rotation groups (12 to 120
+    evaluations) to the designs with inversion (to degree 10); at equal cost
+    the higher degree first.
+    """
+    rungs = [("group:T", False), ("group:O", False), ("group:I", False), ("group:I", True)]
+    for t in design_degrees():
+        rungs += [(f"design:{t}", False), (f"design:{t}", True)]
+    cost = {
+        rung: len(get_quadrature(rung[0], inversion=rung[1], orientation=None)) for rung in rungs
+    }
+    degree = {rung: get_quadrature(rung[0], orientation=None).degree for rung in rungs}
+    return tuple(sorted(rungs, key=lambda rung: (cost[rung], -degree[rung])))
