@@ -181,6 +181,10 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--variant", default=None, help=VARIANT_HELP)
     check.add_argument("--output", default="check", help="prefix of the .json and .png")
 
+    from .workflow_commands import add_parsers
+
+    add_parsers(sub)
+
     export = sub.add_parser("export-metatomic", help="write the shipped model to a file")
     export.add_argument("output", help="destination .pt file")
     export.add_argument("--model", default=None, help="shipped model name")
@@ -893,6 +897,9 @@ def main(argv=None) -> int:
         "diagnose": run_diagnose,
         "check": run_check,
     }
+    from .workflow_commands import HANDLERS
+
+    handlers.update(HANDLERS)
     try:
         return handlers[args.command](args)
     except CommandError as error:
