@@ -32,6 +32,8 @@ RESULT_KEYS = {
     "forces_equivariance_error",
     "forces_equivariance_error_per_atom",
     "stress_equivariance_error",
+    "quadrature",
+    "evaluations",
 }
 
 
@@ -52,7 +54,10 @@ def test_results_keys_units_and_shapes(cu4):
     assert r["free_energy"] == r["energy"]
     np.testing.assert_allclose(r["energies"].sum(), r["energy"], atol=1e-10)
     assert isinstance(r["energy_equivariance_error"], float) and r["energy_equivariance_error"] > 0
-    assert all(np.isfinite(np.asarray(v, dtype=float)).all() for v in r.values())
+    assert r["quadrature"] == calc.quadrature.name
+    assert r["evaluations"] == len(calc.quadrature) + 1  # the rule and the raw copy
+    numeric = {k: v for k, v in r.items() if k != "quadrature"}
+    assert all(np.isfinite(np.asarray(v, dtype=float)).all() for v in numeric.values())
 
 
 def test_one_pass_fills_every_property_and_is_cached(cu4):

@@ -6,6 +6,7 @@ import pytest
 from ase_symcalc import O3Quadrature, get_quadrature
 from ase_symcalc.quadrature import (
     GENERIC_ORIENTATION,
+    design_degrees,
     quadrature_table,
     rule_moment,
     so3_character,
@@ -204,3 +205,26 @@ def test_bad_rules_are_refused_with_a_reason():
         get_quadrature("group:O", orientation="aligned")
     with pytest.raises(ValueError, match="proper rotation"):
         get_quadrature("group:O", orientation=-np.eye(3))
+
+
+@pytest.mark.parametrize("t", design_degrees(), ids=lambda t: f"design:{t}")
+def test_design_is_exact_to_its_degree_and_not_beyond(t):
+    rule = get_quadrature(f"design:{t}", inversion=False, orientation=None)
+    assert rule.degree == t
+    for l in range(1, t + 1):
+        assert rule_moment(rule, l, n_probes=12) < 1e-12, l
+    assert rule_moment(rule, t + 1, n_probes=12) > 1e-3
+    assert np.all(rule.weights > 0)
+    # fewer rotations than the Lebedev product rule of the same degree, more
+    # than the lower bound sum_{l <= t/2} (2l+1)^2
+    assert len(rule) < len(get_quadrature(f"lebedev:{t}", inversion=False))
+    assert len(rule) >= sum((2 * l + 1) ** 2 for l in range(t // 2 + 1))
+    doubled = get_quadrature(f"design:{t}")  # with inversion, generic orientation
+    assert len(doubled) == 2 * len(rule) and doubled.has_inversion
+    for l in (1, t):
+        assert rule_moment(doubled, l) < 1e-12
+
+
+def test_unknown_design_degree_names_the_shipped_ones():
+    with pytest.raises(ValueError, match=r"no design of degree 3 .*design:6"):
+        get_quadrature("design:3")
