@@ -23,6 +23,12 @@ __all__ = ["SymmetrizedCalculator", "StressNotAvailableError"]
 
 MODES = ("grid", "random-grid", "random-single")
 
+#: quadrature="auto" accepts a rule when its estimated residual is below
+#: tolerance / AUTO_MARGIN: one estimate scatters by tens of percent, and a
+#: rotation test compares two averages, whose difference is sqrt(2) times
+#: the residual of each
+AUTO_MARGIN = 2.0
+
 
 class StressNotAvailableError(PropertyNotImplementedError):
     """Stress was asked for a structure that is not periodic in 3D."""
@@ -106,8 +112,12 @@ class SymmetrizedCalculator(Calculator):
     tolerance, recheck :
         ``quadrature="auto"`` only. ``tolerance`` (eV/Å, default 1e-3) bounds
         the estimated forces residual (the energy residual per atom, eV, for
-        models without forces). On the first structure the ladder is climbed
-        from 12 evaluations up until a rule's residual is below it (a
+        models without forces) with a margin: a rule is kept when its
+        estimate is below ``tolerance / AUTO_MARGIN`` (2), which covers the
+        scatter of one estimate and the sqrt(2) by which two averages (what
+        rotation tests compare) differ more than each from the exact one. On
+        the first structure the ladder is climbed from 12 evaluations up until
+        a rule's residual is below it (a
         ``ValueError`` names the best residual if none is); every ``recheck``
         calls (default 100; 0: never) the residual of the rule in use is
         measured again (one extra pass) and the ladder climbed further, with a
@@ -452,7 +462,7 @@ class SymmetrizedCalculator(Calculator):
             metric = self._residual_metric(residual, len(atoms))
             if best is None or metric < best[0]:
                 best = (metric, rung, averaged, residual)
-            if metric <= self._tolerance:
+            if metric * AUTO_MARGIN <= self._tolerance:
                 break
         else:
             metric, rung, averaged, residual = best

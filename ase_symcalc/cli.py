@@ -185,6 +185,33 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
 
+    serve = sub.add_parser(
+        "serve",
+        help="serve the symmetrized model to i-PI (a socket client)",
+        description="Connect to i-PI at ADDRESS (unix:NAME or HOST:PORT) and answer every "
+        "structure it sends with the symmetrized energy, forces and virial, plus the "
+        "equivariance diagnostics as i-PI extras (JSON, eV and Å), until i-PI ends the "
+        "run. Start as many clients as you like: i-PI spreads beads over them.",
+    )
+    serve.add_argument("address", help="unix:NAME (socket /tmp/ipi_NAME) or HOST:PORT")
+    serve.add_argument(
+        "--structure",
+        required=True,
+        help="the template i-PI runs (species, pbc): any file ASE reads",
+    )
+    serve.add_argument("--model", default=None, help="shipped model name or metatomic .pt file")
+    _add_rule_options(serve, "group:I")
+    serve.add_argument(
+        "--mode", default="grid", choices=["grid", "random-grid", "random-single", "raw"]
+    )
+    serve.add_argument("--forces", default=None, choices=["direct", "conservative"])
+    serve.add_argument("--batch-size", type=int, default=None)
+    serve.add_argument("--variant", default=None, help=VARIANT_HELP)
+    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument(
+        "--connect-timeout", type=float, default=60.0, help="s to wait for i-PI (default 60)"
+    )
+
     export = sub.add_parser("export-metatomic", help="write the shipped model to a file")
     export.add_argument("output", help="destination .pt file")
     export.add_argument("--model", default=None, help="shipped model name")
@@ -873,6 +900,22 @@ def _print_checks(report) -> None:
             )
 
 
+def run_serve(args) -> int:
+    from .serve import ServeError, serve
+
+    model_path = _model_path(args.model)
+    atoms = _load_structure(args.structure)
+    atoms.calc = _make_calculator(args, model_path)
+    # a structure the model cannot take fails here, before i-PI waits on us
+    _first_evaluation(atoms, args.structure)
+    try:
+        count = serve(atoms, args.address, connect_timeout=args.connect_timeout)
+    except (ServeError, ValueError) as error:
+        raise CommandError(str(error)) from error
+    print(f"served {count} structures; i-PI ended the run", file=sys.stderr)
+    return 0
+
+
 def run_export(args) -> int:
     source = Path(_model_path(args.model))
     destination = Path(args.output)
@@ -896,6 +939,7 @@ def main(argv=None) -> int:
         "export-metatomic": run_export,
         "diagnose": run_diagnose,
         "check": run_check,
+        "serve": run_serve,
     }
     from .workflow_commands import HANDLERS
 

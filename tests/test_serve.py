@@ -1,0 +1,150 @@
+"""`ase-symcalc serve` against a real i-PI (PyPI `ipi`): two clients, two beads."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.io import write
+
+from ase_symcalc import SymmetrizedCalculator
+from ase_symcalc.cli import main
+from ase_symcalc.models import path as model_path
+from ase_symcalc.serve import extras, parse_address
+
+IPI = shutil.which("i-pi") or str(Path(sys.executable).with_name("i-pi"))
+SERVE = [sys.executable, "-m", "ase_symcalc.cli", "serve"]
+
+INPUT = """<simulation verbosity='low'>
+  <output prefix='sim'>
+    <properties stride='1' filename='out'> [ step, potential{{electronvolt}} ] </properties>
+    <trajectory filename='feq' stride='1' extra_type='forces_equivariance_error'>
+      extras </trajectory>
+  </output>
+  <total_steps> 3 </total_steps>
+  <prng><seed> 12345 </seed></prng>
+  <ffsocket name='symcalc' mode='unix'><address> {address} </address></ffsocket>
+  <system>
+    <initialize nbeads='2'>
+      <file mode='ase'> init.extxyz </file>
+      <velocities mode='thermal' units='kelvin'> 300 </velocities>
+    </initialize>
+    <forces><force forcefield='symcalc'> </force></forces>
+    <motion mode='dynamics'>
+      <dynamics mode='nvt'>
+        <timestep units='femtosecond'> 2.0 </timestep>
+        <thermostat mode='pile_l'><tau units='femtosecond'> 100 </tau></thermostat>
+      </dynamics>
+    </motion>
+    <ensemble><temperature units='kelvin'> 300 </temperature></ensemble>
+  </system>
+</simulation>
+"""
+
+pytestmark = pytest.mark.skipif(not os.path.exists(IPI), reason="i-PI (PyPI ipi) is not installed")
+
+
+def _kill(processes):
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_two_clients_serve_a_path_integral_run(tmp_path):
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
+    atoms.rattle(0.02, seed=1)
+    write(tmp_path / "init.extxyz", atoms)
+    address = f"symcalc-test-{uuid.uuid4().hex[:8]}"
+    socket_file = Path(f"/tmp/ipi_{address}")
+    (tmp_path / "input.xml").write_text(INPUT.format(address=address))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    processes = []
+    try:
+        ipi = subprocess.Popen(
+            [IPI, "input.xml"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        processes.append(ipi)
+        clients = [
+            subprocess.Popen(
+                [*SERVE, f"unix:{address}", "--structure", "init.extxyz"]
+                + ["--quadrature", "group:T", "--connect-timeout", "60"],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(2)
+        ]
+        processes += clients
+        ipi.wait(timeout=240)
+        for client in clients:
+            _, err = client.communicate(timeout=60)
+            assert client.returncode == 0, err.decode()
+    finally:
+        _kill(processes)
+        socket_file.unlink(missing_ok=True)
+
+    rows = np.loadtxt(tmp_path / "sim.out", ndmin=2)
+    calc = SymmetrizedCalculator(str(model_path()), quadrature="group:T")
+    reference = atoms.copy()
+    reference.calc = calc
+    expected = reference.get_potential_energy()
+    # both beads start at the input positions; Hartree/Bohr conversions ~1e-7
+    assert rows[0, 1] == pytest.approx(expected, rel=1e-6)
+    for bead in range(2):
+        values = [
+            float(line)
+            for line in (tmp_path / f"sim.feq_{bead}").read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        assert len(values) >= 3 and all(np.isfinite(values)) and min(values) > 0
+
+
+def test_serve_without_ipi_is_a_one_line_error_after_the_timeout(tmp_path, capsys):
+    write(tmp_path / "cu.extxyz", bulk("Cu", "fcc", a=3.61, cubic=True))
+    argv = ["serve", f"unix:nobody-{uuid.uuid4().hex[:8]}", "--structure"]
+    start = time.monotonic()
+    code = main(
+        [*argv, str(tmp_path / "cu.extxyz"), "--quadrature", "group:T", "--connect-timeout", "1"]
+    )
+    assert code == 2 and time.monotonic() - start < 30
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not listening" in err[0]
+
+
+def test_serve_refuses_an_unknown_element_before_connecting(tmp_path, capsys):
+    write(tmp_path / "au.extxyz", bulk("Au", "fcc", a=4.08, cubic=True))
+    code = main(
+        ["serve", "unix:x", "--structure", str(tmp_path / "au.extxyz"), "--connect-timeout", "1"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Au" in err[0]
+
+
+def test_extras_and_addresses():
+    results = {
+        "raw_energy": -1.0,
+        "energy_equivariance_error": 0.01,
+        "forces": np.zeros((2, 3)),
+        "raw_forces": np.ones((2, 3)),
+        "forces_equivariance_error_per_atom": np.array([0.1, 0.3]),
+        "quadrature": "group:I+inversion@generic",
+        "evaluations": 121,
+    }
+    payload = json.loads(json.dumps(extras(results)))
+    assert payload["forces_raw_vs_sym_rmse"] == 1.0
+    assert payload["worst_atom"] == 1 and payload["max_atom_forces_error"] == 0.3
+    assert payload["evaluations"] == 121 and "raw" not in payload
+    assert parse_address("unix:abc") == {"unixsocket": "abc"}
+    assert parse_address("node1:31415") == {"host": "node1", "port": 31415}
+    with pytest.raises(ValueError, match="unix:NAME"):
+        parse_address("nonsense")
