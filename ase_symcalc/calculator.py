@@ -346,7 +346,7 @@ class SymmetrizedCalculator(Calculator):
                 residual = self._residual(atoms, matrices, weights, wanted, averaged)
             if self._auto:
                 self._calls_since_check += 1
-                residual = self._last_residual
+                residual = residual or self._last_residual
         results = {"energy": averaged.energy, "free_energy": averaged.energy}
         results["energy_equivariance_error"] = averaged.energy_error
         if averaged.forces is not None:
