@@ -391,15 +391,18 @@ class SymmetrizedCalculator(Calculator):
         on_rule = (
             outputs if len(evaluated) == len(matrices) else outputs.select(slice(0, len(matrices)))
         )
-        averaged = symmetrize(
-            on_rule,
+        averaged = self._symmetrize(on_rule, matrices, weights, atoms)
+        raw = outputs.select(raw_index) if raw_index is not None else None
+        return averaged, raw
+
+    def _symmetrize(self, outputs, matrices, weights, atoms):
+        return symmetrize(
+            outputs,
             matrices,
             weights,
             net_force_removal=self._remove_net_force(),
             net_torque_positions=self._torque_positions(atoms),
         )
-        raw = outputs.select(raw_index) if raw_index is not None else None
-        return averaged, raw
 
     def _torque_positions(self, atoms: Atoms):
         if not self.parameters.remove_net_torque:
@@ -420,13 +423,7 @@ class SymmetrizedCalculator(Calculator):
         outputs = self.evaluator.evaluate(atoms, rotated, names)
         self.evaluation_count += len(rotated)
         check_outputs(outputs, len(atoms), len(rotated), names, self.evaluator.name)
-        second = symmetrize(
-            outputs,
-            rotated,
-            weights,
-            net_force_removal=self._remove_net_force(),
-            net_torque_positions=self._torque_positions(atoms),
-        )
+        second = self._symmetrize(outputs, rotated, weights, atoms)
         residual = {"energy_residual": residual_rmse(averaged.energy, second.energy)}
         if averaged.forces is not None:
             residual["forces_residual"] = residual_rmse(averaged.forces, second.forces)

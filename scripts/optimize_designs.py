@@ -158,18 +158,12 @@ def polish(matrices, w, probes, *, iterations=60, target=1e-15):
     return matrices, w, norm
 
 
-def max_moment(matrices, w, degree: int, seed: int = 12345, probes: int = 16) -> float:
-    """max over probes |sum_i w_i P_l(a . R_i b)|, independent probes (a check)."""
-    rng = np.random.default_rng(seed)
-    coef = np.zeros(degree + 1)
-    coef[degree] = 1.0
-    worst = 0.0
-    for _ in range(probes):
-        a, b = rng.normal(size=(2, 3))
-        a /= np.linalg.norm(a)
-        b /= np.linalg.norm(b)
-        worst = max(worst, abs(float(w @ legendre.legval(a @ matrices @ b, coef))))
-    return worst
+def max_moment(matrices, w, degree: int) -> float:
+    """The package's own exactness probe (16 random probe pairs, independent seed)."""
+    from ase_symcalc.quadrature import O3Quadrature, rule_moment
+
+    rule = O3Quadrature(matrices, w / w.sum(), name="candidate")
+    return rule_moment(rule, degree, n_probes=16, seed=12345)
 
 
 def optimize(t: int, n: int, seed: int, *, restarts: int = 3):
