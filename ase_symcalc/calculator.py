@@ -446,10 +446,9 @@ class SymmetrizedCalculator(Calculator):
 
     def _climb(self, atoms, wanted):
         """Measure the rule in use; climb the ladder until the residual is small enough."""
-        ladder = auto_ladder()
-        start_rule = self._quadrature.name
+        previous = self._quadrature
         raw, best = None, None
-        for rung in range(self._rung, len(ladder)):
+        for rung in range(self._rung, len(auto_ladder())):
             rule = self._rung_rule(rung)
             averaged, rung_raw = self._average(
                 atoms, rule.matrices, rule.weights, wanted, self.parameters.raw and raw is None
@@ -458,15 +457,15 @@ class SymmetrizedCalculator(Calculator):
             residual = self._residual(atoms, rule.matrices, rule.weights, wanted, averaged)
             metric = self._residual_metric(residual, len(atoms))
             if best is None or metric < best[0]:
-                best = (metric, rung, averaged, residual)
+                best = (metric, rung, rule, averaged, residual)
             if metric * AUTO_MARGIN <= self._tolerance:
                 break
         else:
-            metric, rung, averaged, residual = best
+            metric, rung, rule, averaged, residual = best
             message = (
                 f"no rule on the auto ladder reaches a forces residual of "
                 f"{self._tolerance:.2e} eV/Å on this structure: the best is "
-                f"{metric:.2e} eV/Å with {self._rung_rule(rung).name}; raise tolerance= or "
+                f"{metric:.2e} eV/Å with {rule.name}; raise tolerance= or "
                 "give a finer rule (quadrature='design:10', inversion=True)"
             )
             if not self._auto_chosen:
@@ -474,14 +473,14 @@ class SymmetrizedCalculator(Calculator):
             warnings.warn(message + "; keeping the best rule", UserWarning, stacklevel=5)
         if self._auto_chosen and rung != self._rung:
             warnings.warn(
-                f"quadrature='auto': the residual of {start_rule} exceeded the tolerance of "
+                f"quadrature='auto': the residual of {previous.name} exceeded the tolerance of "
                 f"{self._tolerance:.2e} eV/Å on this structure; now using "
-                f"{self._rung_rule(rung).name} ({len(self._rung_rule(rung))} evaluations)",
+                f"{rule.name} ({len(rule)} evaluations)",
                 UserWarning,
                 stacklevel=5,
             )
         self._rung = rung
-        self._quadrature = self._rung_rule(rung)
+        self._quadrature = rule
         self._auto_chosen = True
         self._calls_since_check = 0
         self._last_residual = residual

@@ -82,14 +82,17 @@ def connect(address: str, timeout: float, *, log=None):
     class _ExtrasClient(SocketClient):
         """SocketClient that sends the diagnostics as i-PI extras with the forces."""
 
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self._payload = np.frombuffer(b"{}", dtype=np.byte)
+            send = self.protocol.sendforce  # IPIProtocol.sendforce takes morebytes
+            self.protocol.sendforce = lambda e, f, v: send(e, f, v, morebytes=self._payload)
+
         def calculate(self, atoms, use_stress):
-            energy, forces, virial = super().calculate(atoms, use_stress)
+            result = super().calculate(atoms, use_stress)
             payload = json.dumps(extras(atoms.calc.results)).encode()
-            send = type(self.protocol).sendforce
-            self.protocol.sendforce = lambda e, f, v: send(
-                self.protocol, e, f, v, morebytes=np.frombuffer(payload, dtype=np.byte)
-            )
-            return energy, forces, virial
+            self._payload = np.frombuffer(payload, dtype=np.byte)
+            return result
 
     where = parse_address(address)
     deadline = time.monotonic() + timeout
