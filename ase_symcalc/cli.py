@@ -212,9 +212,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "--connect-timeout", type=float, default=60.0, help="s to wait for i-PI (default 60)"
     )
 
-    export = sub.add_parser("export-metatomic", help="write the shipped model to a file")
+    export = sub.add_parser(
+        "export-metatomic",
+        help="write the shipped model, or with --symmetrize the symmetrized model, to a file",
+        description="Write a metatomic model file. With --symmetrize: the model averaged "
+        "over the rule exactly as SymmetrizedCalculator does (metatomic's SymmetrizedModel "
+        "with this package's rotations), for any metatomic engine (MetatomicCalculator, "
+        "i-PI's metatomic driver, LAMMPS pair_style metatomic).",
+    )
     export.add_argument("output", help="destination .pt file")
-    export.add_argument("--model", default=None, help="shipped model name")
+    export.add_argument("--model", default=None, help="shipped model name or metatomic .pt file")
+    export.add_argument("--symmetrize", action="store_true", help="export the symmetrized model")
+    export.add_argument("--quadrature", default="group:I", help="rule spec (with inversion)")
+    export.add_argument("--batch-size", type=int, default=8, help="copies per model call (8)")
     return parser
 
 
@@ -923,8 +933,21 @@ def run_export(args) -> int:
         raise CommandError(f"'{destination}' should end in .pt (a metatomic model file)")
     if destination.exists():
         raise CommandError(f"'{destination}' exists; remove it first")
-    shutil.copyfile(source, destination)
-    print(f"wrote {destination} ({destination.stat().st_size / 1e6:.1f} MB) from {source.name}")
+    if args.symmetrize:
+        from .export import symmetrized_model
+
+        try:
+            model = symmetrized_model(
+                source, quadrature=args.quadrature, batch_size=args.batch_size
+            )
+        except ValueError as error:
+            raise CommandError(str(error)) from error
+        model.save(str(destination))
+        what = f"{source.name} symmetrized over {args.quadrature}+inversion"
+    else:
+        shutil.copyfile(source, destination)
+        what = source.name
+    print(f"wrote {destination} ({destination.stat().st_size / 1e6:.1f} MB): {what}")
     return 0
 
 

@@ -59,24 +59,9 @@ def _rule(spec):
 
 def _wrap_symmetrized_model(model, rule, batch_size):
     """metatomic's SymmetrizedModel with our rotations (proper half + inversion)."""
-    import torch
-    from metatomic.torch.o3 import SymmetrizedModel
-    from metatomic.torch.o3._transformations import O3Transformations
+    from ase_symcalc.export import symmetrized_model
 
-    wrapped = SymmetrizedModel.wrap(model, batch_size=batch_size)
-    module = wrapped.module
-    half = len(rule) // 2
-    proper = rule.matrices[:half]  # the improper half is -proper, weights equal
-    assert np.allclose(rule.matrices[half:], -proper)
-    dtype = module._rotation_weights.dtype
-    rotations = torch.tensor(proper, dtype=dtype)
-    batches = [
-        O3Transformations(rotations[i : i + batch_size], module._max_angular_momentum_wigner)
-        for i in range(0, half, batch_size)
-    ]
-    module._batches = torch.nn.ModuleList(batches)
-    module._rotation_weights = torch.tensor(2 * rule.weights[:half], dtype=dtype)
-    return wrapped
+    return symmetrized_model(model, quadrature=rule, batch_size=batch_size)
 
 
 def make_calculator(method, model_path, rule_spec, model=None):
