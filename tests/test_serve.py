@@ -108,6 +108,61 @@ def test_two_clients_serve_a_path_integral_run(tmp_path):
         assert len(values) >= 3 and all(np.isfinite(values)) and min(values) > 0
 
 
+def _run_ipi(tmp_path, atoms, clients, nbeads=1, extras=True):
+    """i-PI on a fresh unix socket with client commands (``{address}`` filled in)."""
+    write(tmp_path / "init.extxyz", atoms)
+    address = f"symcalc-test-{uuid.uuid4().hex[:8]}"
+    text = INPUT.format(address=address).replace("nbeads='2'", f"nbeads='{nbeads}'")
+    if not extras:  # clients that send none: i-PI stops on a missing extras key
+        start, end = text.index("    <trajectory"), text.index("</trajectory>") + 13
+        text = text[:start] + text[end:]
+    (tmp_path / "input.xml").write_text(text)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    processes = []
+    try:
+        ipi = subprocess.Popen(
+            [IPI, "input.xml"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        processes.append(ipi)
+        for command in clients:
+            processes.append(
+                subprocess.Popen(
+                    [part.format(address=address) for part in command],
+                    cwd=tmp_path,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+            )
+        ipi.wait(timeout=240)
+        for client in processes[1:]:
+            _, err = client.communicate(timeout=60)
+            assert client.returncode == 0, err.decode()[-2000:]
+    finally:
+        _kill(processes)
+        Path(f"/tmp/ipi_{address}").unlink(missing_ok=True)
+    return np.loadtxt(tmp_path / "sim.out", ndmin=2)
+
+
+def test_exported_model_runs_in_ipi_metatomic_driver(tmp_path):
+    from metatomic_ase import MetatomicCalculator
+
+    from ase_symcalc.export import symmetrized_model
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
+    atoms.rattle(0.02, seed=1)
+    symmetrized_model(quadrature="group:T", batch_size=12).save(str(tmp_path / "sym.pt"))
+    driver = str(Path(sys.executable).with_name("i-pi-py_driver"))
+    command = [driver, "-u", "-a", "{address}", "-m", "metatomic"]
+    command += ["-o", "template=init.extxyz,model=sym.pt,non_conservative=True"]
+    rows = _run_ipi(tmp_path, atoms, [command], extras=False)
+    reference = atoms.copy()
+    reference.calc = MetatomicCalculator(str(tmp_path / "sym.pt"), non_conservative=True)
+    # a float32 model: per-atom energies of ~-3.5 eV summed in another order
+    assert rows[0, 1] == pytest.approx(reference.get_potential_energy(), abs=1e-5)
+    assert len(rows) >= 3
+
+
 def test_serve_without_ipi_is_a_one_line_error_after_the_timeout(tmp_path, capsys):
     write(tmp_path / "cu.extxyz", bulk("Cu", "fcc", a=3.61, cubic=True))
     argv = ["serve", f"unix:nobody-{uuid.uuid4().hex[:8]}", "--structure"]
