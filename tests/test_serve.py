@@ -108,11 +108,11 @@ def test_two_clients_serve_a_path_integral_run(tmp_path):
         assert len(values) >= 3 and all(np.isfinite(values)) and min(values) > 0
 
 
-def _run_ipi(tmp_path, atoms, clients, nbeads=1, extras=True):
+def _run_ipi(tmp_path, atoms, clients, nbeads=1, extras=True, template=None):
     """i-PI on a fresh unix socket with client commands (``{address}`` filled in)."""
     write(tmp_path / "init.extxyz", atoms)
     address = f"symcalc-test-{uuid.uuid4().hex[:8]}"
-    text = INPUT.format(address=address).replace("nbeads='2'", f"nbeads='{nbeads}'")
+    text = (template or INPUT).format(address=address).replace("nbeads='2'", f"nbeads='{nbeads}'")
     if not extras:  # clients that send none: i-PI stops on a missing extras key
         start, end = text.index("    <trajectory"), text.index("</trajectory>") + 13
         text = text[:start] + text[end:]
@@ -203,3 +203,80 @@ def test_extras_and_addresses():
     assert parse_address("node1:31415") == {"host": "node1", "port": 31415}
     with pytest.raises(ValueError, match="unix:NAME"):
         parse_address("nonsense")
+
+
+ROTATIONS_INPUT = """<simulation verbosity='low'>
+  <output prefix='sim'>
+    <properties stride='1' filename='out'> [ step, potential{{electronvolt}} ] </properties>
+    <trajectory filename='pots' stride='1' extra_type='o3grid_pots'> extras </trajectory>
+    <trajectory filename='frc' stride='1' format='xyz'> forces </trajectory>
+  </output>
+  <total_steps> 1 </total_steps>
+  <prng><seed> 12345 </seed></prng>
+  <ffrotations name='symcalc'>
+    <grid_mode> lebedev </grid_mode>
+    <grid_order> 3 </grid_order>
+    <inversion> True </inversion>
+    <ffsocket name='raw' mode='unix'><address> {address} </address></ffsocket>
+  </ffrotations>
+  <system>
+    <initialize nbeads='1'>
+      <file mode='ase'> init.extxyz </file>
+      <velocities mode='thermal' units='kelvin'> 300 </velocities>
+    </initialize>
+    <forces><force forcefield='symcalc'> </force></forces>
+    <motion mode='dynamics'>
+      <dynamics mode='nve'><timestep units='femtosecond'> 1.0 </timestep></dynamics>
+    </motion>
+  </system>
+</simulation>
+"""
+
+
+def _numbers(path):
+    return np.array(
+        [
+            float(x)
+            for line in path.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+            for x in line.split()
+        ]
+    )
+
+
+def test_ipi_ffrotations_around_a_raw_client_matches_our_average(tmp_path):
+    """An independent implementation: i-PI's own rotation averaging of the raw model."""
+    from ase import units
+    from ase.io import read
+    from ipi.utils.mathtools import get_rotation_quadrature_lebedev
+
+    from ase_symcalc import O3Quadrature
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
+    atoms.rattle(0.02, seed=1)
+    client = [*SERVE, "unix:{address}", "--structure", "init.extxyz", "--mode", "raw"]
+    rows = _run_ipi(tmp_path, atoms, [client], template=ROTATIONS_INPUT)
+
+    # i-PI's 18 rotations and their inversions, in its order (R, -R, ...)
+    matrices, weights = [], []
+    for rotation, weight, _ in get_rotation_quadrature_lebedev(3):
+        matrices += [rotation, -rotation]
+        weights += [weight, weight]
+    weights = np.array(weights) / np.sum(weights)
+    rule = O3Quadrature.from_matrices(np.array(matrices), weights, name="ipi-lebedev-3")
+    # the raw client removes each copy's net force, as our default does
+    calc = SymmetrizedCalculator(str(model_path()), quadrature=rule, raw=False)
+    ours = atoms.copy()
+    ours.calc = calc
+    energy = ours.get_potential_energy()
+    assert len(rule) == 36
+    assert rows[0, 1] == pytest.approx(energy, abs=1e-5)  # float32 model
+    # i-PI's per-copy energies (Hartree) against ours, copy by copy
+    per_copy = calc.evaluator.evaluate(atoms, rule.matrices, ["energy"]).energy
+    pots = _numbers(tmp_path / "sim.pots_0")[: len(rule)] * units.Hartree
+    np.testing.assert_allclose(pots, per_copy, atol=1e-5)
+    assert np.std(pots) == pytest.approx(np.std(per_copy), rel=1e-3)
+    # averaged forces, written by i-PI in atomic units at step 0
+    frames = read(tmp_path / "sim.frc_0.xyz", ":")
+    forces = frames[0].positions * units.Hartree / units.Bohr
+    np.testing.assert_allclose(forces, calc.results["forces"], atol=1e-5)
