@@ -224,7 +224,9 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", default=None, help="shipped model name or metatomic .pt file")
     export.add_argument("--symmetrize", action="store_true", help="export the symmetrized model")
     export.add_argument("--quadrature", default="group:I", help="rule spec (with inversion)")
-    export.add_argument("--batch-size", type=int, default=8, help="copies per model call (8)")
+    export.add_argument(
+        "--batch-size", type=int, default=1, help="copies per model call (1: fastest on CPU)"
+    )
     return parser
 
 

@@ -63,14 +63,16 @@ def symmetrized_model(
     quadrature="group:I",
     inversion: bool = True,
     orientation="generic",
-    batch_size: int = 8,
+    batch_size: int = 1,
 ):
     """A metatomic ``AtomisticModel`` averaging ``model`` over a rule of this package.
 
     ``model``: a shipped name (default: the shipped model), a ``.pt`` path or
     an ``AtomisticModel``. ``quadrature``, ``inversion`` and ``orientation``
     as in ``get_quadrature`` (``inversion`` must be True); ``batch_size``
-    rotated copies per model call. Save with ``.save(path)``.
+    rotated copies per model call (default 1: fastest on CPU, where one copy
+    already fills the cores, ``benchmarks/bench_engines.py``; raise it on a
+    GPU). Save with ``.save(path)``.
     """
     import torch
     from metatomic.torch.o3 import SymmetrizedModel
