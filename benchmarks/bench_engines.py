@@ -94,7 +94,8 @@ def part_serve(rule: str) -> dict:
         short, long = function(workdir, 5, rule), function(workdir, 15, rule)
         walls[name] = (long - short) / 10.0
         print(
-            f"  {name:10s} {1e3 * walls[name]:8.1f} ms/step ({short:.1f} s for 5, {long:.1f} s for 15)"
+            f"  {name:10s} {1e3 * walls[name]:8.1f} ms/step "
+            f"({short:.1f} s for 5, {long:.1f} s for 15)"
         )
     shutil.rmtree(workdir)
     print(f"  serve / md: {walls['ipi+serve'] / walls['md']:.3f}")
