@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import (
-    VARIANT_HELP,
+from ._common import (
     CommandError,
     _add_rule_options,
     _check_output,
@@ -22,28 +21,26 @@ from .cli import (
     _model_path,
     _prepare_output,
     _rule_kwargs,
+    add_model_options,
+    add_output_options,
 )
 
-__all__ = ["add_parsers", "HANDLERS"]
+__all__ = ["add_parser", "HANDLERS"]
 
 
 def _common(parser, default_output: str) -> None:
     parser.add_argument("structure", nargs="?", help="any file ASE reads (default: copper)")
-    parser.add_argument("--model", default=None, help="shipped model name or metatomic .pt file")
+    add_model_options(parser, forces=True, batch_size=True)
     _add_rule_options(parser, "group:I")
-    parser.add_argument("--forces", default=None, choices=["direct", "conservative"])
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--variant", default=None, help=VARIANT_HELP)
     parser.add_argument(
         "--reference",
         default=None,
         help="a calculator ASE can name (e.g. emt), run beside raw and symmetrized",
     )
-    parser.add_argument("--output", default=default_output, help="output directory")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_output_options(parser, default_output, "output directory", overwrite=True)
 
 
-def add_parsers(sub) -> None:
+def add_parser(sub) -> None:
     phonons = sub.add_parser(
         "phonons",
         help="phonons raw vs symmetrized (vs a reference): degenerate-branch splittings",
@@ -96,7 +93,7 @@ def _default_structure(command: str):
 def _calculators(args) -> dict:
     from ase.calculators.calculator import get_calculator_class
 
-    from .calculator import SymmetrizedCalculator
+    from ..calculator import SymmetrizedCalculator
 
     model_path = _model_path(args.model)
     try:
@@ -143,7 +140,7 @@ def _progress(total: int, desc: str):
 
 
 def run_phonons(args) -> int:
-    from .workflows.phonons import phonon_report, plot_bands
+    from ..workflows.phonons import phonon_report, plot_bands
 
     atoms, output, calculators = _setup(args)
     n_cells = 6 * len(atoms)  # every atom displaced along +-x, +-y, +-z
@@ -182,7 +179,7 @@ def run_phonons(args) -> int:
 
 
 def run_elastic(args) -> int:
-    from .workflows.elastic import cubic_spread, cubic_summary, elastic_constants
+    from ..workflows.elastic import cubic_spread, cubic_summary, elastic_constants
 
     atoms, output, calculators = _setup(args)
     bar = _progress(6 * len(args.strains) * len(calculators), "elastic")
@@ -243,7 +240,7 @@ def _plot_elastic(report, names, output) -> None:
 def run_relax(args) -> int:
     from ase.io import write
 
-    from .workflows.relax import relax_report
+    from ..workflows.relax import relax_report
 
     atoms, output, calculators = _setup(args)
     if args.strain:

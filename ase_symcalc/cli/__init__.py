@@ -1,0 +1,53 @@
+"""The ``ase-symcalc`` command line: one module per command, shared options in
+``_common`` (model, rule and output options defined once).
+
+ase-symcalc md [STRUCTURE]              MD with equivariance monitoring (md.py)
+ase-symcalc compare DATASET             raw vs symmetrized per frame (compare.py)
+ase-symcalc diagnose MODEL DATASET      the paper's A and B diagnostics (diagnose.py)
+ase-symcalc check MODEL DATASET         MLIP Arena and ML-PEG protocols (check.py)
+ase-symcalc phonons|elastic|relax       what symmetrizing fixes (workflows.py)
+ase-symcalc serve ADDRESS               i-PI client (serve.py)
+ase-symcalc export-metatomic OUT.pt     model files (export.py)
+ase-symcalc quadratures | plot LOG      the rule table; the MD figure again
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import check, compare, diagnose, export, md, quadratures, serve, workflows
+from ._common import CommandError
+from ._common import _thermalize as _thermalize  # examples and benchmarks use it
+from .md import plot_log, read_log, summarize
+
+__all__ = ["CommandError", "main", "plot_log", "read_log", "summarize"]
+
+# in the order of ``ase-symcalc --help``
+COMMANDS = (md, compare, quadratures, diagnose, check, workflows, serve, export)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ase-symcalc",
+        description="Symmetrize unconstrained ML potentials over O(3) and monitor "
+        "their equivariance error.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _build_parser().parse_args(argv)
+    handlers = {name: run for command in COMMANDS for name, run in command.HANDLERS.items()}
+    try:
+        return handlers[args.command](args)
+    except CommandError as error:
+        print(f"ase-symcalc {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

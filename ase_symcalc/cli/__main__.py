@@ -1,0 +1,5 @@
+"""``python -m ase_symcalc.cli``."""
+
+from . import main
+
+raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""What every command shares: errors, the model, rule and output options,
+reading structures and models, and output folders."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+
+class CommandError(Exception):
+    """A user-facing error: printed on one line, exit code 2."""
+
+
+VARIANT_HELP = "output variant of a multi-head metatomic model (e.g. pbe: energy/pbe)"
+
+
+MODEL_HELP = "shipped model name or metatomic .pt file"
+
+
+def add_model_options(parser, *, positional=False, forces=False, batch_size=False) -> None:
+    """The model (a shipped name or a .pt file), its variant, and optionally
+    its force mode and batch size."""
+    if positional:
+        parser.add_argument("model", help=MODEL_HELP)
+    else:
+        parser.add_argument("--model", default=None, help=MODEL_HELP)
+    if forces:
+        parser.add_argument("--forces", default=None, choices=["direct", "conservative"])
+    if batch_size:
+        parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--variant", default=None, help=VARIANT_HELP)
+
+
+def add_output_options(parser, default: str, what: str, *, overwrite=False) -> None:
+    """--output (and --overwrite for output folders)."""
+    parser.add_argument("--output", default=default, help=what)
+    if overwrite:
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def _add_rule_options(parser, default: str) -> None:
+    """--quadrature, --tolerance and --recheck, the same on every command."""
+    parser.add_argument(
+        "--quadrature",
+        default=default,
+        help=f"rule spec, or 'auto': the cheapest rule whose forces residual is below "
+        f"--tolerance (default {default}; 'ase-symcalc quadratures' lists them)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="with --quadrature auto: target forces residual in eV/Å (default 1e-3)",
+    )
+    parser.add_argument(
+        "--recheck",
+        type=int,
+        default=100,
+        help="with --quadrature auto: re-measure the residual every N calls (default 100, "
+        "0: never)",
+    )
+
+
+def _rule_kwargs(args) -> dict:
+    """SymmetrizedCalculator keyword arguments of the rule options."""
+    kwargs = {"quadrature": args.quadrature}
+    if args.tolerance is not None:
+        kwargs["tolerance"] = args.tolerance
+    if args.quadrature.strip() == "auto":
+        kwargs["recheck"] = args.recheck
+    return kwargs
+
+
+def _load_structure(path):
+    from ase.build import bulk
+    from ase.io import read
+
+    if path is None:
+        return bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3)
+    try:
+        atoms = read(path)
+    except FileNotFoundError as error:
+        raise CommandError(f"structure file '{path}' does not exist") from error
+    except Exception as error:
+        raise CommandError(f"cannot read structure '{path}': {error}") from error
+    if len(atoms) == 0:
+        raise CommandError(f"structure '{path}' has no atoms")
+    return atoms
+
+
+def _model_path(model):
+    from ..models import list_pretrained
+    from ..models import path as shipped_path
+
+    if model is None or model in list_pretrained():
+        return str(shipped_path(model))
+    if not Path(model).is_file():
+        raise CommandError(
+            f"unknown model '{model}': neither a shipped model "
+            f"({', '.join(list_pretrained())}) nor an existing .pt file"
+        )
+    return model
+
+
+def _make_calculator(args, model_path):
+    from ..calculator import SymmetrizedCalculator
+
+    try:
+        if args.mode == "raw":
+            return SymmetrizedCalculator(
+                model_path,
+                quadrature="identity",
+                batch_size=args.batch_size,
+                forces=args.forces,
+                variant=args.variant,
+            )
+        return SymmetrizedCalculator(
+            model_path,
+            mode=args.mode,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            forces=args.forces,
+            variant=args.variant,
+            raw=True,
+            **_rule_kwargs(args),
+        )
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+
+
+def _first_evaluation(atoms, where: str) -> None:
+    """Evaluate once; a model that cannot take the structure is a one-line error."""
+    try:
+        atoms.get_forces()
+    except (ValueError, MemoryError, NotImplementedError) as error:
+        raise CommandError(f"{where}: {error}") from error
+
+
+def _check_output(directory: Path, overwrite: bool) -> None:
+    if directory.exists() and any(directory.iterdir()) and not overwrite:
+        raise CommandError(
+            f"output directory '{directory}' exists and is not empty; "
+            "use --overwrite to replace it or --output to choose another"
+        )
+
+
+def _prepare_output(directory: Path, overwrite: bool):
+    _check_output(directory, overwrite)
+    if directory.exists() and any(directory.iterdir()):
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+
+
+def _thermalize(atoms, temperature, seed):
+    from ase.md import velocitydistribution as vd
+
+    rng = np.random.default_rng(seed)
+    if hasattr(vd, "thermalize_momenta"):
+        vd.thermalize_momenta(atoms, temperature, rng=rng)
+    else:  # ASE < 3.29
+        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    vd.Stationary(atoms)
+
+
+def _read_frames(dataset):
+    from ase.io import read
+
+    try:
+        return read(dataset, ":")
+    except FileNotFoundError as error:
+        raise CommandError(f"dataset '{dataset}' does not exist") from error
+    except Exception as error:
+        raise CommandError(f"cannot read dataset '{dataset}': {error}") from error
+
+
+def _meV(value):
+    return "n/a" if value is None else f"{1e3 * value:.2f}"
