@@ -84,3 +84,27 @@ def test_cli_export_symmetrized(tmp_path, capsys):
     assert target.stat().st_size > 0
     assert "symmetrized over group:T+inversion" in capsys.readouterr().out
     assert main(argv) == 2  # never overwrites
+
+
+@pytest.fixture(scope="module")
+def exported_float32(tmp_path_factory):
+    target = tmp_path_factory.mktemp("export32") / "sym.pt"
+    symmetrized_model(quadrature="group:T").save(str(target))
+    return str(target)
+
+
+@pytest.mark.parametrize("name", ["bulk", "slab", "cluster"])
+def test_exported_shipped_model_matches_to_float32_precision(exported_float32, name):
+    from metatomic_ase import MetatomicCalculator
+
+    atoms = _structures()[name]
+    stress = name == "bulk"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        engine = MetatomicCalculator(exported_float32, non_conservative=True)
+        got = _evaluate(engine, atoms, stress)
+    ours = _evaluate(SymmetrizedCalculator(str(path()), quadrature="group:T"), atoms, stress)
+    assert got[0] == pytest.approx(ours[0], rel=1e-5, abs=1e-4)  # float32 sums of per-atom energies
+    np.testing.assert_allclose(got[1], ours[1], atol=1e-4)
+    if stress:
+        np.testing.assert_allclose(got[2], ours[2], atol=1e-5)
