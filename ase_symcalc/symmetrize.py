@@ -8,12 +8,18 @@ errors (section 4). Numpy, float64, no ASE.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .evaluators import StackedOutputs
 from .metrics import equivariance_rmse, per_atom_rmse, weighted_mean
+from .structure_symmetry import (
+    StructureSymmetry,
+    symmetrize_forces,
+    symmetrize_per_atom,
+    symmetrize_stress,
+)
 from .transforms import back_rotate_forces, back_rotate_stress
 
 __all__ = [
@@ -21,6 +27,7 @@ __all__ = [
     "back_rotate",
     "remove_net_force",
     "remove_net_torque",
+    "project_onto_structure",
     "symmetrize",
 ]
 
@@ -146,3 +153,35 @@ def symmetrize(
     if z.direct_stress is not None:
         result.direct_stress = weighted_mean(z.direct_stress, weights)
     return result
+
+
+def project_onto_structure(
+    outputs: SymmetrizedOutputs, symmetry: StructureSymmetry
+) -> SymmetrizedOutputs:
+    """Average the (O(3)-averaged) outputs over the structure's own operations.
+
+    Forces, stress, per-atom energies and per-atom forces errors are
+    projected (``structure_symmetry``); the energy and the scalar errors are
+    invariant and stay as they are.
+    """
+    if symmetry.is_trivial:
+        return outputs
+
+    def forces(values):
+        return None if values is None else symmetrize_forces(values, symmetry)
+
+    def stress(values):
+        return None if values is None else symmetrize_stress(values, symmetry)
+
+    def per_atom(values):
+        return None if values is None else symmetrize_per_atom(values, symmetry)
+
+    return replace(
+        outputs,
+        forces=forces(outputs.forces),
+        stress=stress(outputs.stress),
+        energies=per_atom(outputs.energies),
+        forces_error_per_atom=per_atom(outputs.forces_error_per_atom),
+        direct_forces=forces(outputs.direct_forces),
+        direct_stress=stress(outputs.direct_stress),
+    )

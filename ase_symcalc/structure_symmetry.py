@@ -1,0 +1,463 @@
+"""A structure's own symmetry, and the projection of outputs onto it.
+
+Averaging over O(3) leaves the rule's residual, which still breaks the
+symmetry a structure has of its own. Averaging once more over the
+structure's symmetry operations ``g = (Q_g, t_g)`` with atom maps ``pi_g``
+(``Q_g r_i + t_g = r_{pi_g(i)}`` up to a lattice vector) removes it exactly,
+at no model call (reference section 2, applied to a finite group):
+
+- forces ``F_{pi_g(i)} <- 1/|G| sum_g Q_g F_i`` (ASE's ``symmetrize_rank1``),
+- stress ``S <- 1/|G| sum_g Q_g^T S Q_g`` (ASE's ``symmetrize_rank2``),
+- per-atom scalars ``e_{pi_g(i)} <- 1/|G| sum_g e_i``; the energy is unchanged.
+
+``Q_g = L R_g L^-1`` for spglib's integer rotations ``R_g`` in the basis of
+the lattice ``L``: on a lattice that is symmetric only within the tolerance
+``Q_g`` is not exactly orthogonal, but the ``Q_g`` still multiply exactly as
+the group does, so the projection is exactly idempotent either way.
+
+Which group: 3D-periodic cells, the space group (spglib); slabs (two
+periodic directions), the layer group (spglib), i.e. the operations that keep
+the non-periodic direction; finite systems, the point group, found by
+matching pairs of reference atoms (spglib and moyopy only handle lattices).
+A structure with no symmetry (an MD snapshot) is recognised without spglib,
+from per-atom environment fingerprints that no symmetry can tell apart.
+Numpy, float64, no ASE calculator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "StructureSymmetry",
+    "SymmetryError",
+    "find_symmetry",
+    "symmetrize_forces",
+    "symmetrize_per_atom",
+    "symmetrize_stress",
+]
+
+
+class SymmetryError(ValueError):
+    """The structure's symmetry cannot be found or applied."""
+
+
+@dataclass(frozen=True)
+class StructureSymmetry:
+    """Symmetry operations of one structure.
+
+    ``rotations`` (G, 3, 3): ``Q_g`` acting on Cartesian column vectors;
+    ``permutations`` (G, N): ``pi_g``, atom ``i`` is sent onto atom
+    ``permutations[g, i]``; ``group``: a name ("Fm-3m (225)", "p-3m1 (layer
+    72)", "Ih", "P1"); ``kind``: "space group", "layer group" or "point group".
+    """
+
+    rotations: np.ndarray
+    permutations: np.ndarray
+    group: str
+    kind: str
+    tolerance: float
+
+    def __len__(self) -> int:
+        return len(self.rotations)
+
+    @property
+    def is_trivial(self) -> bool:
+        """Only the identity: projecting changes nothing."""
+        return len(self.rotations) == 1
+
+
+def symmetrize_forces(forces: np.ndarray, symmetry: StructureSymmetry) -> np.ndarray:
+    """``F_{pi_g(i)} <- 1/|G| sum_g Q_g F_i`` for (N, 3) row vectors."""
+    forces = np.asarray(forces, dtype=np.float64)
+    if symmetry.is_trivial:
+        return forces.copy()
+    result = np.zeros_like(forces)
+    for q, perm in zip(symmetry.rotations, symmetry.permutations, strict=True):
+        result[perm] += forces @ q.T
+    return result / len(symmetry)
+
+
+def symmetrize_stress(stress: np.ndarray, symmetry: StructureSymmetry) -> np.ndarray:
+    """``S <- 1/|G| sum_g Q_g^T S Q_g`` for a 3x3 stress."""
+    stress = np.asarray(stress, dtype=np.float64)
+    if symmetry.is_trivial:
+        return stress.copy()
+    q = symmetry.rotations
+    return np.mean(np.swapaxes(q, -1, -2) @ stress @ q, axis=0)
+
+
+def symmetrize_per_atom(values: np.ndarray, symmetry: StructureSymmetry) -> np.ndarray:
+    """``e_{pi_g(i)} <- 1/|G| sum_g e_i`` for per-atom scalars (N,)."""
+    values = np.asarray(values, dtype=np.float64)
+    if symmetry.is_trivial:
+        return values.copy()
+    result = np.zeros_like(values)
+    for perm in symmetry.permutations:
+        result[perm] += values
+    return result / len(symmetry)
+
+
+# -- finding the operations ------------------------------------------------
+
+
+def find_symmetry(atoms, tolerance: float = 1e-5) -> StructureSymmetry:
+    """The symmetry operations of ``atoms`` at ``tolerance`` (Å).
+
+    3D-periodic: space group; two periodic directions: layer group; none:
+    point group. Raises ``SymmetryError`` for one periodic direction (rod
+    groups: not supported) and for operations whose atom map cannot be built.
+    """
+    if not isinstance(tolerance, (int, float)) or not tolerance > 0:
+        raise SymmetryError(
+            f"the symmetry tolerance must be a positive distance in Å, got {tolerance!r}"
+        )
+    tolerance = float(tolerance)
+    numbers = np.asarray(atoms.numbers)
+    positions = np.asarray(atoms.positions, dtype=np.float64)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    n_periodic = int(pbc.sum())
+    if n_periodic == 1:
+        raise SymmetryError(
+            "structure symmetry handles 3D crystals, slabs (two periodic directions) and "
+            f"finite systems; this structure has pbc={pbc.tolist()} (a wire): turn "
+            "structure_symmetry off for it"
+        )
+    if n_periodic > 0 and np.linalg.matrix_rank(cell[pbc]) < n_periodic:
+        raise SymmetryError(
+            f"the periodic cell vectors are degenerate (pbc={pbc.tolist()}, cell "
+            f"{cell.tolist()}): give a cell with independent periodic vectors"
+        )
+    if _provably_asymmetric(numbers, positions, cell, pbc, tolerance):
+        name = {3: "P1 (1)", 2: "p1 (layer 1)", 0: "C1"}[n_periodic]
+        return _trivial(len(numbers), name, n_periodic, tolerance)
+    if n_periodic == 0:
+        return _point_group(numbers, positions, tolerance)
+    return _lattice_group(numbers, positions, cell, pbc, tolerance)
+
+
+def _kind(n_periodic: int) -> str:
+    return {3: "space group", 2: "layer group", 0: "point group"}[n_periodic]
+
+
+def _trivial(n_atoms: int, name: str, n_periodic: int, tolerance: float) -> StructureSymmetry:
+    return StructureSymmetry(
+        rotations=np.eye(3)[None],
+        permutations=np.arange(n_atoms)[None],
+        group=name,
+        kind=_kind(n_periodic),
+        tolerance=tolerance,
+    )
+
+
+#: widths (Å) of the Gaussian radial fingerprints, and their cutoff
+_FINGERPRINT_WIDTHS = np.array([1.2, 2.0, 3.0, 4.5])
+_FINGERPRINT_CUTOFF = 5.0
+
+
+def _provably_asymmetric(numbers, positions, cell, pbc, tolerance) -> bool:
+    """True when no operation but the identity can map the structure onto itself.
+
+    Every atom gets a vector of smooth radial sums over its neighbours; an
+    operation maps each atom onto one of the same species whose fingerprint
+    differs by at most ``bound`` (every distance moves by <= 2 tolerance). If
+    no two atoms of a species are that close, every operation fixes every
+    atom, which for atoms spanning 3D (checked) leaves only the identity.
+    Costs a neighbour list: well under a millisecond for 100 atoms.
+    """
+    n_atoms = len(numbers)
+    if n_atoms < 4:
+        return False
+    centred = positions - positions.mean(axis=0)
+    if np.linalg.svd(centred, compute_uv=False)[-1] < 10 * tolerance * np.sqrt(n_atoms):
+        return False  # (nearly) planar: a mirror may fix every atom
+    import vesin
+
+    i, d = vesin.NeighborList(cutoff=_FINGERPRINT_CUTOFF, full_list=True).compute(
+        points=positions, box=cell, periodic=pbc, quantities="id"
+    )
+    fc = 0.5 * (1.0 + np.cos(np.pi * d / _FINGERPRINT_CUTOFF))
+    terms = np.exp(-((d[:, None] / _FINGERPRINT_WIDTHS) ** 2)) * fc[:, None]
+    fingerprints = np.zeros((n_atoms, len(_FINGERPRINT_WIDTHS)))
+    np.add.at(fingerprints, i, terms)
+    # |d/dr (exp(-r^2/w^2) fc)| <= sqrt(2/e)/w + pi/(2 rc); each distance moves <= 2 tol
+    slope = np.sqrt(2.0 / np.e) / _FINGERPRINT_WIDTHS + np.pi / (2.0 * _FINGERPRINT_CUTOFF)
+    neighbours = np.bincount(i, minlength=n_atoms).max()
+    bound = 2.0 * tolerance * neighbours * slope
+    for species in np.unique(numbers):
+        f = fingerprints[numbers == species] / bound
+        if len(f) < 2:
+            continue
+        # sorted along the first component, two atoms within the bound in every
+        # component lie within 1 in the first one: compare neighbours in that order
+        f = f[np.argsort(f[:, 0])]
+        for shift in range(1, len(f)):
+            close = np.all(np.abs(f[shift:] - f[:-shift]) <= 1.0, axis=1)
+            if close.any():
+                return False
+            if np.all(f[shift:, 0] - f[:-shift, 0] > 1.0):
+                break
+    return True
+
+
+def _lattice_group(numbers, positions, cell, pbc, tolerance) -> StructureSymmetry:
+    import spglib
+
+    n_periodic = int(pbc.sum())
+    lattice = cell.copy()
+    if n_periodic == 2:
+        # spglib's layer groups want the aperiodic vector; give it one normal
+        # to the periodic plane, longer than the slab plus vacuum
+        aperiodic = int(np.flatnonzero(~pbc)[0])
+        a, b = cell[pbc]
+        normal = np.cross(a, b)
+        normal /= np.linalg.norm(normal)
+        heights = positions @ normal
+        lattice[aperiodic] = normal * (np.ptp(heights) + 10.0 + 100.0 * tolerance)
+        if np.linalg.det(lattice) < 0:
+            lattice[aperiodic] *= -1.0
+        origin = normal * heights.min() - 5.0 * normal
+        scaled = np.linalg.solve(lattice.T, (positions - origin).T).T
+        dataset = _spglib_call(
+            spglib.get_symmetry_layerdataset,
+            (lattice, scaled, numbers),
+            aperiodic_dir=aperiodic,
+            symprec=tolerance,
+        )
+        if dataset is None:
+            raise SymmetryError(
+                f"spglib found no layer group for this slab at {tolerance:g} Å: check "
+                "the cell and positions, or use another tolerance"
+            )
+        name = f"{dataset.international} (layer {dataset.number})"
+    else:
+        scaled = np.linalg.solve(lattice.T, positions.T).T
+        dataset = _spglib_call(
+            spglib.get_symmetry_dataset, (lattice, scaled, numbers), symprec=tolerance
+        )
+        if dataset is None:
+            raise SymmetryError(
+                f"spglib found no space group for this structure at {tolerance:g} Å: "
+                "check the cell and positions, or use another tolerance"
+            )
+        name = f"{dataset.international} ({dataset.number})"
+    rotations = np.asarray(dataset.rotations, dtype=np.float64)
+    translations = np.asarray(dataset.translations, dtype=np.float64)
+    permutations = _lattice_atom_maps(numbers, scaled, lattice, rotations, translations, pbc)
+    _check_maps(
+        permutations,
+        numbers,
+        tolerance,
+        _map_distances(permutations, scaled, lattice, rotations, translations, pbc),
+    )
+    # Q = L R L^-1 with L the lattice vectors as columns
+    cartesian = lattice.T @ rotations @ np.linalg.inv(lattice.T)
+    return StructureSymmetry(
+        rotations=cartesian,
+        permutations=permutations,
+        group=name,
+        kind=_kind(n_periodic),
+        tolerance=tolerance,
+    )
+
+
+def _spglib_call(function, cell, **kwargs):
+    """spglib's dataset, or None where it finds none (its errors as None)."""
+    try:
+        return function(cell, _throw=True, **kwargs)
+    except Exception:  # spglib.SpglibError: no symmetry at this tolerance
+        return None
+
+
+def _images(scaled, rotations, translations, pbc):
+    """Fractional images of every atom under every operation, (G, N, 3)."""
+    images = np.einsum("gab,nb->gna", rotations, scaled) + translations[:, None, :]
+    if not pbc.all():
+        # along the aperiodic direction spglib's translation is fixed only up to
+        # an integer: choose the one that keeps the slab where it is
+        axis = ~pbc
+        shift = np.round(images[..., axis].mean(axis=1) - scaled[:, axis].mean(axis=0))
+        images[..., axis] -= shift[:, None, :]
+    return images
+
+
+def _lattice_atom_maps(numbers, scaled, lattice, rotations, translations, pbc):
+    """``pi_g``: atom i goes onto atom pi_g[i], for all operations in one tree query."""
+    from scipy.spatial import cKDTree
+
+    images = _images(scaled, rotations, translations, pbc)
+    # the fractional metric finds the match; its Cartesian distance is checked after
+    tree = cKDTree(np.mod(scaled, 1.0), boxsize=1.0)
+    _, perm = tree.query(np.mod(images, 1.0).reshape(-1, 3))
+    return perm.reshape(len(rotations), len(scaled))
+
+
+def _map_distances(permutations, scaled, lattice, rotations, translations, pbc):
+    images = _images(scaled, rotations, translations, pbc)
+    delta = images - scaled[permutations]
+    delta[..., pbc] -= np.round(delta[..., pbc])
+    return np.linalg.norm(delta @ lattice, axis=-1)
+
+
+def _check_maps(permutations, numbers, tolerance, distances):
+    # spglib accepts an atom within symprec; the atoms it compares may both move
+    worst = float(distances.max())
+    bijective = bool(np.all(np.sort(permutations, axis=1) == np.arange(permutations.shape[1])))
+    same_species = bool(np.all(numbers[permutations] == numbers[None, :]))
+    if worst > 3.0 * tolerance or not bijective or not same_species:
+        raise SymmetryError(
+            f"cannot build the atom map of a symmetry operation (an atom lands "
+            f"{worst:.2e} Å from the nearest atom, tolerance {tolerance:g} Å); the "
+            "structure is only approximately symmetric at this tolerance: lower it"
+        )
+
+
+def _point_group(numbers, positions, tolerance) -> StructureSymmetry:
+    """Point group of a finite system: all maps of two reference atoms, verified."""
+    from scipy.spatial import cKDTree
+
+    n_atoms = len(numbers)
+    d = positions - positions.mean(axis=0)
+    radius = np.linalg.norm(d, axis=1)
+
+    def shell_of(index):  # same species, same distance from the centroid
+        return [
+            other
+            for other in range(n_atoms)
+            if numbers[other] == numbers[index]
+            and abs(radius[other] - radius[index]) < 4 * tolerance
+        ]
+
+    off_centre = [index for index in range(n_atoms) if radius[index] > 10 * tolerance]
+    if not off_centre:
+        return _trivial(n_atoms, "C1", 0, tolerance)
+    off_centre.sort(key=lambda index: (len(shell_of(index)), index))
+    a = off_centre[0]
+    b = next(
+        (
+            index
+            for index in off_centre
+            if np.linalg.norm(np.cross(d[a], d[index])) > 10 * tolerance * radius[index]
+        ),
+        None,
+    )
+    if b is None:
+        # a linear molecule: its point group is infinite; keep the identity
+        return _trivial(n_atoms, "linear (C∞v/D∞h, not averaged)", 0, tolerance)
+
+    tree = cKDTree(d)
+    frame = _frame(d[a], d[b])
+    pair_distance = np.linalg.norm(d[a] - d[b])
+    found: dict[tuple, np.ndarray] = {}
+    for a2 in shell_of(a):
+        for b2 in shell_of(b):
+            if a2 == b2 or abs(np.linalg.norm(d[a2] - d[b2]) - pair_distance) > 4 * tolerance:
+                continue
+            for parity in (1.0, -1.0):
+                target = _frame(d[a2], d[b2])
+                target[:, 2] *= parity
+                q = target @ frame.T
+                image = d @ q.T
+                distance, perm = tree.query(image)
+                if distance.max() > 3 * tolerance or np.any(numbers[perm] != numbers):
+                    continue
+                if len(np.unique(perm)) != n_atoms:
+                    continue
+                # a planar molecule's mirror fixes every atom: the map alone
+                # does not name the operation, its handedness does
+                found.setdefault((tuple(perm), parity * np.linalg.det(frame)), (perm, parity))
+    permutations = np.stack([perm for perm, _ in found.values()])
+    # the best orthogonal matrix of each map and handedness (Procrustes over all atoms)
+    rotations = np.stack(
+        [_procrustes(d, d[perm], np.linalg.det(frame) * parity) for perm, parity in found.values()]
+    )
+    order = np.lexsort((np.abs(rotations - np.eye(3)).reshape(len(rotations), -1).sum(axis=1),))
+    rotations, permutations = rotations[order], permutations[order]
+    return StructureSymmetry(
+        rotations=rotations,
+        permutations=permutations,
+        group=point_group_name(rotations),
+        kind="point group",
+        tolerance=tolerance,
+    )
+
+
+def _frame(u, v) -> np.ndarray:
+    """Orthonormal frame (columns) built from u, then v made orthogonal to u."""
+    e1 = u / np.linalg.norm(u)
+    e2 = v - (v @ e1) * e1
+    e2 /= np.linalg.norm(e2)
+    return np.stack([e1, e2, np.cross(e1, e2)], axis=1)
+
+
+def _procrustes(source, target, det: float) -> np.ndarray:
+    """Orthogonal Q with determinant ``sign(det)`` minimising sum |Q s_i - t_i|^2."""
+    u, _, vt = np.linalg.svd(target.T @ source)
+    fix = np.sign(det) * np.sign(np.linalg.det(u @ vt))
+    return u @ np.diag([1.0, 1.0, fix]) @ vt
+
+
+def point_group_name(rotations: np.ndarray) -> str:
+    """Schoenflies symbol of a finite group of orthogonal 3x3 matrices."""
+    rotations = np.asarray(rotations)
+    det = np.linalg.det(rotations)
+    proper = rotations[det > 0]
+    n_proper = len(proper)
+    has_inversion = bool(np.any(np.all(np.abs(rotations + np.eye(3)) < 1e-6, axis=(1, 2))))
+    # order of each proper rotation from its angle
+    angles = np.arccos(np.clip((np.trace(proper, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0))
+    orders = [1 if a < 1e-6 else int(round(2 * np.pi / a)) for a in angles]
+    n = max(orders)
+    if n_proper == 60:
+        core = "I"
+    elif n_proper == 24 and n == 4 and orders.count(3) == 8:
+        core = "O"
+    elif n_proper == 12 and n == 3 and orders.count(3) == 8:
+        core = "T"
+    elif n_proper == n:
+        core = f"C{n}"
+    else:
+        core = f"D{n_proper // 2}"
+    if len(rotations) == n_proper:
+        return core
+    if core in ("I", "O"):
+        return core + "h"
+    if core == "T":
+        return "Th" if has_inversion else "Td"
+    improper = rotations[det < 0]
+    # mirrors: improper elements -R with R a 2-fold rotation, normal = R's axis
+    mirrors = [
+        m
+        for m in improper
+        if np.allclose(m @ m, np.eye(3), atol=1e-6) and not np.allclose(m, -np.eye(3), atol=1e-6)
+    ]
+    axis = _main_axis(proper, n)
+    horizontal = any(abs(_mirror_normal(m) @ axis) > 1 - 1e-6 for m in mirrors)
+    if core.startswith("C"):
+        k = int(core[1:])
+        if k == 1:
+            return "Ci" if has_inversion else "Cs"
+        if horizontal:
+            return f"C{k}h"
+        if mirrors:
+            return f"C{k}v"
+        return f"S{2 * k}"
+    k = int(core[1:])
+    return f"D{k}h" if horizontal or (has_inversion and k % 2 == 0) else f"D{k}d"
+
+
+def _main_axis(proper, n) -> np.ndarray:
+    for r in proper:
+        angle = np.arccos(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0))
+        if angle > 1e-6 and int(round(2 * np.pi / angle)) == n:
+            w, v = np.linalg.eig(r)
+            return np.real(v[:, np.argmin(np.abs(w - 1.0))])
+    return np.array([0.0, 0.0, 1.0])
+
+
+def _mirror_normal(m) -> np.ndarray:
+    w, v = np.linalg.eigh(0.5 * (m + m.T))
+    return v[:, np.argmin(w)]

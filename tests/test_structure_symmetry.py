@@ -1,0 +1,268 @@
+"""Averaging over a structure's own symmetry: projector, peers, analytic models."""
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, fcc111
+from ase.calculators.emt import EMT
+from ase.cluster import Icosahedron
+
+from ase_symcalc import SymmetrizedCalculator
+from ase_symcalc.structure_symmetry import (
+    SymmetryError,
+    find_symmetry,
+    point_group_name,
+    symmetrize_forces,
+    symmetrize_per_atom,
+    symmetrize_stress,
+)
+from ase_symcalc.testing import AnisotropicCalculator
+
+
+def _fcc():
+    return bulk("Cu", "fcc", a=3.61, cubic=True)
+
+
+def _hcp():
+    return bulk("Cu", "hcp", a=2.55, c=4.16)
+
+
+def _bcc():
+    return bulk("Cu", "bcc", a=2.87, cubic=True)
+
+
+def _fcc_defect():
+    """A 2x2x2 fcc cell with one atom pushed along [111]: C3v at that site."""
+    atoms = _fcc().repeat(2)
+    atoms.positions[0] += 0.05 * np.ones(3) / np.sqrt(3)
+    return atoms
+
+
+def _slab():
+    return fcc111("Cu", size=(2, 2, 3), a=3.61, vacuum=5.0, periodic=False)
+
+
+def _cluster():
+    atoms = Icosahedron("Cu", 3)  # Cu55
+    atoms.center(vacuum=0.0)
+    return atoms
+
+
+STRUCTURES = {
+    "fcc": (_fcc, "Fm-3m (225)", 192),
+    "hcp": (_hcp, "P6_3/mmc (194)", 24),
+    "bcc": (_bcc, "Im-3m (229)", 96),
+    "fcc-defect": (_fcc_defect, "R3m (160)", 6),
+    "slab": (_slab, "p-3m1 (layer 72)", 48),
+    "cluster": (_cluster, "Ih", 120),
+}
+
+
+@pytest.mark.parametrize("name", list(STRUCTURES), ids=list(STRUCTURES))
+def test_group_found(name):
+    build, group, order = STRUCTURES[name]
+    symmetry = find_symmetry(build())
+    assert symmetry.group == group
+    assert len(symmetry) == order
+    # rotations are orthogonal and the maps are permutations
+    q = symmetry.rotations
+    np.testing.assert_allclose(
+        q @ np.swapaxes(q, 1, 2), np.broadcast_to(np.eye(3), q.shape), atol=1e-12
+    )
+    assert np.all(np.sort(symmetry.permutations, axis=1) == np.arange(len(build())))
+
+
+@pytest.mark.parametrize("name", list(STRUCTURES), ids=list(STRUCTURES))
+def test_projector_is_idempotent(name):
+    atoms = STRUCTURES[name][0]()
+    symmetry = find_symmetry(atoms)
+    rng = np.random.default_rng(0)
+    forces = rng.normal(size=(len(atoms), 3))
+    stress = rng.normal(size=(3, 3))
+    stress = stress + stress.T
+    energies = rng.normal(size=len(atoms))
+    once = symmetrize_forces(forces, symmetry)
+    np.testing.assert_allclose(symmetrize_forces(once, symmetry), once, atol=1e-12)
+    s1 = symmetrize_stress(stress, symmetry)
+    np.testing.assert_allclose(symmetrize_stress(s1, symmetry), s1, atol=1e-12)
+    e1 = symmetrize_per_atom(energies, symmetry)
+    np.testing.assert_allclose(symmetrize_per_atom(e1, symmetry), e1, atol=1e-12)
+    # projected outputs are invariant under every operation
+    for q, perm in zip(symmetry.rotations, symmetry.permutations, strict=True):
+        np.testing.assert_allclose(once[perm], once @ q.T, atol=1e-12)
+        np.testing.assert_allclose(q @ s1 @ q.T, s1, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["fcc-defect", "slab", "cluster"])
+def test_emt_outputs_unchanged(name):
+    atoms = STRUCTURES[name][0]()
+    plain = atoms.copy()
+    plain.calc = EMT()
+    calc = SymmetrizedCalculator(EMT(), quadrature="identity", raw=False, structure_symmetry=True)
+    atoms.calc = calc
+    np.testing.assert_allclose(atoms.get_forces(), plain.get_forces(), atol=1e-10)
+    np.testing.assert_allclose(
+        atoms.get_potential_energies(), plain.get_potential_energies(), atol=1e-10
+    )
+    if atoms.pbc.all():
+        np.testing.assert_allclose(atoms.get_stress(), plain.get_stress(), atol=1e-10)
+    assert calc.results["symmetry_operations"] == STRUCTURES[name][2]
+
+
+def test_equal_to_ase_fix_symmetry_helpers():
+    from ase.spacegroup.symmetrize import prep_symmetry, symmetrize_rank1, symmetrize_rank2
+
+    atoms = _fcc_defect()
+    atoms.positions[5] += [0.02, -0.01, 0.03]  # lower the group further: a triclinic site
+    atoms.set_cell(atoms.cell.array @ np.diag([1.0, 1.0, 1.02]), scale_atoms=True)
+    rng = np.random.default_rng(1)
+    forces = rng.normal(size=(len(atoms), 3))
+    stress = rng.normal(size=(3, 3))
+    stress = stress + stress.T
+    for structure in (_fcc_defect(), atoms, _hcp().repeat((2, 1, 1))):
+        forces = rng.normal(size=(len(structure), 3))
+        rotations, translations, symm_map = prep_symmetry(structure, symprec=1e-5)
+        lattice = structure.cell.array
+        inverse = np.linalg.inv(lattice)
+        expected_f = symmetrize_rank1(lattice, inverse, forces, rotations, translations, symm_map)
+        expected_s = symmetrize_rank2(lattice, inverse, stress, rotations)
+        symmetry = find_symmetry(structure, 1e-5)
+        assert len(symmetry) == len(rotations)
+        np.testing.assert_allclose(symmetrize_forces(forces, symmetry), expected_f, atol=1e-10)
+        np.testing.assert_allclose(symmetrize_stress(stress, symmetry), expected_s, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["hcp", "rocksalt", "wurtzite"])
+def test_equal_to_metatomic_ase_group_average(name):
+    from metatomic_ase._symmetry import _average_over_group, _get_group_operations
+
+    atoms = {
+        "hcp": _hcp,
+        "rocksalt": lambda: bulk("NaCl", "rocksalt", a=5.64),
+        "wurtzite": lambda: bulk("ZnO", "wurtzite", a=3.25, c=5.2, u=0.38),
+    }[name]()
+    rng = np.random.default_rng(2)
+    forces = rng.normal(size=(len(atoms), 3))
+    stress = rng.normal(size=(3, 3))
+    stress = stress + stress.T
+    expected = _average_over_group(
+        {"energy": 0.0, "forces": forces, "stress": stress}, *_get_group_operations(atoms)
+    )
+    symmetry = find_symmetry(atoms, 1e-6)
+    np.testing.assert_allclose(symmetrize_forces(forces, symmetry), expected["forces"], atol=1e-10)
+    np.testing.assert_allclose(symmetrize_stress(stress, symmetry), expected["stress"], atol=1e-10)
+
+
+def _site_projectors(symmetry, n_atoms):
+    """For each atom, the average of Q_g over the operations that fix it."""
+    projectors = np.zeros((n_atoms, 3, 3))
+    counts = np.zeros(n_atoms)
+    for q, perm in zip(symmetry.rotations, symmetry.permutations, strict=True):
+        fixed = perm == np.arange(n_atoms)
+        projectors[fixed] += q
+        counts[fixed] += 1
+    return projectors / counts[:, None, None]
+
+
+@pytest.mark.parametrize("name", ["fcc", "hcp", "bcc", "fcc-defect", "slab", "cluster"], ids=str)
+def test_analytic_model_exactly_symmetric(name):
+    """An anisotropic degree-4 model under a degree-3 rule: the rule's residual
+    breaks the site symmetry; the structure average removes it exactly."""
+    atoms = STRUCTURES[name][0]()
+    if name in ("fcc", "bcc"):
+        atoms = atoms.repeat(2)
+    model = AnisotropicCalculator(
+        EMT(), terms=((4, 0.3, "pair"),), direction=(0.31, -0.52, 0.79), cutoff=3.0
+    )
+    options = dict(quadrature="group:O", raw=False)
+    o3 = SymmetrizedCalculator(model, **options)
+    both = SymmetrizedCalculator(model, structure_symmetry=True, **options)
+    first, second = atoms.copy(), atoms.copy()
+    first.calc, second.calc = o3, both
+    f_o3, f_both = first.get_forces(), second.get_forces()
+    symmetry = find_symmetry(atoms)
+    site = _site_projectors(symmetry, len(atoms))
+    violation = lambda f: np.abs(np.einsum("nab,nb->na", site, f) - f).max()  # noqa: E731
+    assert violation(f_both) < 1e-12
+    fixed = np.abs(site).max(axis=(1, 2)) < 1e-12  # sites where no force is allowed
+    if name in ("fcc", "hcp", "bcc", "cluster"):
+        assert fixed.any()
+    assert np.abs(f_both[fixed]).max(initial=0.0) < 1e-12
+    np.testing.assert_allclose(second.calc.results["o3_forces"], f_o3, atol=1e-14)
+    if name in ("fcc", "bcc"):
+        # every site is an inversion centre (forces vanish even raw): the stress
+        # carries the rule's residual
+        stress = second.get_stress(voigt=False)
+        np.testing.assert_allclose(stress, np.trace(stress) / 3 * np.eye(3), atol=1e-12)
+        o3_stress = first.get_stress(voigt=False)
+        assert np.abs(o3_stress - np.trace(o3_stress) / 3 * np.eye(3)).max() > 1e-8
+    else:  # the O(3) average alone leaves the rule's residual
+        assert violation(f_o3) > 1e-8
+
+
+def test_operations_found_once_per_structure(monkeypatch):
+    import ase_symcalc.calculator as module
+
+    calls = []
+    original = module.find_symmetry
+
+    def counting(atoms, tolerance):
+        calls.append(tolerance)
+        return original(atoms, tolerance)
+
+    monkeypatch.setattr(module, "find_symmetry", counting)
+    atoms = _fcc_defect()
+    atoms.calc = SymmetrizedCalculator(EMT(), quadrature="group:T", structure_symmetry=True)
+    atoms.get_forces()
+    atoms.get_stress()
+    atoms.calc.reset()
+    atoms.get_forces()  # same structure: the cached operations
+    assert len(calls) == 1
+    atoms.positions[3] += [0.011, -0.007, 0.013]
+    atoms.get_forces()
+    assert len(calls) == 2
+    assert atoms.calc.results["symmetry_group"] == "P1 (1)"
+
+
+def test_snapshot_needs_no_spglib(monkeypatch):
+    import spglib
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("spglib was called on a structure without symmetry")
+
+    monkeypatch.setattr(spglib, "get_symmetry_dataset", refuse)
+    atoms = _fcc().repeat(3)
+    atoms.rattle(0.05, seed=3)
+    symmetry = find_symmetry(atoms)
+    assert symmetry.is_trivial and symmetry.group == "P1 (1)"
+    forces = np.random.default_rng(0).normal(size=(len(atoms), 3))
+    np.testing.assert_array_equal(symmetrize_forces(forces, symmetry), forces)
+
+
+def test_point_group_names():
+    assert find_symmetry(Icosahedron("Cu", 2)).group == "Ih"
+    from ase.build import molecule
+
+    assert find_symmetry(molecule("CH4")).group == "Td"
+    assert find_symmetry(molecule("H2O")).group == "C2v"
+    assert find_symmetry(molecule("C6H6")).group == "D6h"
+    assert find_symmetry(molecule("NH3")).group == "C3v"
+    assert point_group_name(np.eye(3)[None]) == "C1"
+
+
+def test_bad_input_one_line():
+    with pytest.raises(ValueError, match="symmetry_tolerance must be a positive distance"):
+        SymmetrizedCalculator(EMT(), structure_symmetry=True, symmetry_tolerance=0.0)
+    with pytest.raises(SymmetryError, match="positive distance"):
+        find_symmetry(_fcc(), -1e-3)
+    wire = Atoms("Cu2", positions=[[0, 0, 0], [1.8, 0, 0]], cell=[3.6, 10, 10], pbc=[1, 0, 0])
+    with pytest.raises(SymmetryError, match="wire"):
+        find_symmetry(wire)
+    overlapping = _fcc()
+    overlapping.positions[1] = overlapping.positions[0]
+    atoms = overlapping.copy()
+    atoms.calc = SymmetrizedCalculator(EMT(), quadrature="group:T", structure_symmetry=True)
+    with pytest.raises(SymmetryError) as error:
+        atoms.get_forces()
+    assert "\n" not in str(error.value)
+    assert atoms.calc.results == {}  # nothing stale left behind
