@@ -290,9 +290,16 @@ def _lattice_atom_maps(numbers, scaled, lattice, rotations, translations, pbc):
 
     images = _images(scaled, rotations, translations, pbc)
     # the fractional metric finds the match; its Cartesian distance is checked after
-    tree = cKDTree(np.mod(scaled, 1.0), boxsize=1.0)
-    _, perm = tree.query(np.mod(images, 1.0).reshape(-1, 3))
+    tree = cKDTree(_wrap(scaled), boxsize=1.0)
+    _, perm = tree.query(_wrap(images).reshape(-1, 3))
     return perm.reshape(len(rotations), len(scaled))
+
+
+def _wrap(fractional):
+    """Into [0, 1): np.mod gives 1.0 for tiny negative numbers, which cKDTree refuses."""
+    wrapped = np.mod(fractional, 1.0)
+    wrapped[wrapped >= 1.0] = 0.0
+    return wrapped
 
 
 def _map_distances(permutations, scaled, lattice, rotations, translations, pbc):

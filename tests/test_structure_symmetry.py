@@ -266,3 +266,51 @@ def test_bad_input_one_line():
         atoms.get_forces()
     assert "\n" not in str(error.value)
     assert atoms.calc.results == {}  # nothing stale left behind
+
+
+def test_o3_view_is_free_when_interleaved():
+    from ase_symcalc.workflows import O3OnlyView, elastic_tensors
+
+    model = AnisotropicCalculator(EMT(), terms=((4, 0.3, "pair"),), direction=(0.31, -0.52, 0.79))
+    both = SymmetrizedCalculator(model, quadrature="group:T", raw=False, structure_symmetry=True)
+    o3 = SymmetrizedCalculator(model, quadrature="group:T", raw=False)
+    atoms = _fcc()
+    tensors = elastic_tensors(
+        {"symmetrized": both, "symmetrized-o3": O3OnlyView(both)}, atoms, strains=(0.01,)
+    )
+    assert both.evaluation_count == 12 * 24  # the view asked for nothing new
+    from ase_symcalc.workflows import elastic_constants
+
+    np.testing.assert_allclose(
+        tensors["symmetrized-o3"], elastic_constants(o3, atoms, strains=(0.01,)), atol=1e-9
+    )
+    # an xx strain leaves a tetragonal cell: sigma_yy = sigma_zz and no shear,
+    # exactly with the structure average (different strains are different cells:
+    # C11 = C22 is not a symmetry of any one of them)
+    c, c_o3 = tensors["symmetrized"], tensors["symmetrized-o3"]
+    assert abs(c[1, 0] - c[2, 0]) < 1e-9 and np.abs(c[3:, 0]).max() < 1e-9
+    assert abs(c_o3[1, 0] - c_o3[2, 0]) > 1e-6
+    with pytest.raises(ValueError, match="structure_symmetry=True"):
+        O3OnlyView(o3)
+
+
+def test_relax_keeps_the_exact_space_group_with_the_shipped_model():
+    from ase_symcalc.models import pretrained
+    from ase_symcalc.workflows.relax import refined, relax_report
+
+    atoms = _fcc()
+    atoms.set_cell(atoms.cell.array * 1.01, scale_atoms=True)
+    atoms.rattle(0.01, seed=4)
+    sym = SymmetrizedCalculator(pretrained(), quadrature="group:T", structure_symmetry=True)
+    report, relaxed = relax_report(
+        {"symmetrized": sym},
+        atoms,
+        fmax=5e-3,
+        steps=60,
+        starts={"symmetrized": refined(atoms, 0.05)},
+    )
+    assert report["initial"]["spacegroup"]["1e-05"] == "P1 (1)"
+    assert report["symmetrized"]["spacegroup"]["1e-05"] == "Fm-3m (225)"
+    assert report["symmetrized"]["converged"]
+    with pytest.raises(ValueError, match="positive distance"):
+        refined(atoms, 0.0)

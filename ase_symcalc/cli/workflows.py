@@ -37,6 +37,20 @@ def _common(parser, default_output: str) -> None:
         default=None,
         help="a calculator ASE can name (e.g. emt), run beside raw and symmetrized",
     )
+    parser.add_argument(
+        "--no-structure-symmetry",
+        dest="structure_symmetry",
+        action="store_false",
+        help="do not average the symmetrized model over the structure's own symmetry "
+        "(by default it is, and the O(3) average alone is reported beside it as "
+        "'symmetrized-o3')",
+    )
+    parser.add_argument(
+        "--symmetry-tolerance",
+        type=float,
+        default=1e-5,
+        help="Å, for finding the structure's symmetry (default 1e-5)",
+    )
     add_output_options(parser, default_output, "output directory", overwrite=True)
 
 
@@ -79,6 +93,14 @@ def add_parser(sub) -> None:
         "--strain", type=float, default=0.0, help="strain the input cell first (e.g. 0.01)"
     )
     relax.add_argument("--seed", type=int, default=0)
+    relax.add_argument(
+        "--refine-tolerance",
+        type=float,
+        default=0.05,
+        help="Å: with structure symmetry, the input's space group at this tolerance is "
+        "made exact (ASE's refine_symmetry, as FixSymmetry does) before the "
+        "symmetrized model relaxes it (default 0.05)",
+    )
 
 
 def _default_structure(command: str):
@@ -94,18 +116,30 @@ def _calculators(args) -> dict:
     from ase.calculators.calculator import get_calculator_class
 
     from ..calculator import SymmetrizedCalculator
+    from ..workflows import O3OnlyView
 
     model_path = _model_path(args.model)
+    if not args.symmetry_tolerance > 0:
+        raise CommandError(
+            f"--symmetry-tolerance must be a positive distance in Å, got {args.symmetry_tolerance}"
+        )
     try:
         raw = SymmetrizedCalculator(
             model_path, quadrature="identity", raw=False, forces=args.forces, variant=args.variant
         )
         sym = SymmetrizedCalculator(
-            raw.evaluator, raw=False, batch_size=args.batch_size, **_rule_kwargs(args)
+            raw.evaluator,
+            raw=False,
+            batch_size=args.batch_size,
+            structure_symmetry=args.structure_symmetry,
+            symmetry_tolerance=args.symmetry_tolerance,
+            **_rule_kwargs(args),
         )
     except ValueError as error:
         raise CommandError(str(error)) from error
     calculators = {"raw": raw, "symmetrized": sym}
+    if args.structure_symmetry:
+        calculators["symmetrized-o3"] = O3OnlyView(sym)
     if args.reference:
         try:
             calculators["reference"] = get_calculator_class(args.reference.lower())()
@@ -179,14 +213,14 @@ def run_phonons(args) -> int:
 
 
 def run_elastic(args) -> int:
-    from ..workflows.elastic import cubic_spread, cubic_summary, elastic_constants
+    from ..workflows.elastic import cubic_spread, cubic_summary, elastic_tensors
 
     atoms, output, calculators = _setup(args)
     bar = _progress(6 * len(args.strains) * len(calculators), "elastic")
     report = {"strains": args.strains, "rule": _rule_name(calculators)}
     try:
-        for name, calc in calculators.items():
-            c = elastic_constants(calc, atoms, strains=args.strains, progress=bar.update)
+        tensors = elastic_tensors(calculators, atoms, strains=args.strains, progress=bar.update)
+        for name, c in tensors.items():
             report[name] = {
                 "C_GPa": c.tolist(),
                 "cubic_spread_GPa": cubic_spread(c),
@@ -240,7 +274,7 @@ def _plot_elastic(report, names, output) -> None:
 def run_relax(args) -> int:
     from ase.io import write
 
-    from ..workflows.relax import relax_report
+    from ..workflows.relax import refined, relax_report
 
     atoms, output, calculators = _setup(args)
     if args.strain:
@@ -248,9 +282,16 @@ def run_relax(args) -> int:
     if args.rattle:
         atoms.rattle(args.rattle, seed=args.seed)
     try:
-        report, relaxed = relax_report(calculators, atoms, fmax=args.fmax, steps=args.steps)
+        starts = {}
+        if args.structure_symmetry:
+            starts["symmetrized"] = refined(atoms, args.refine_tolerance)
+        report, relaxed = relax_report(
+            calculators, atoms, fmax=args.fmax, steps=args.steps, starts=starts
+        )
     except ValueError as error:
         raise CommandError(str(error)) from error
+    if starts:
+        report["refine_tolerance"] = args.refine_tolerance
     report["rule"] = _rule_name(calculators)
     _prepare_output(output, args.overwrite)
     (output / "relax.json").write_text(json.dumps(report, indent=1) + "\n")

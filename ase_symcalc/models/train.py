@@ -70,6 +70,13 @@ def generate_frames(seed: int, scale: float = 1.0) -> list[Atoms]:
         atoms = _strained(base32, rng, 0.03)
         atoms.rattle(rng.uniform(0.01, 0.12), seed=int(rng.integers(1 << 30)))
         frames.append(_labelled(atoms))
+    # homogeneous strains of the perfect and barely rattled crystal: the stress
+    # response that elastic constants and cell relaxations read (large rattles
+    # alone bury the deviatoric stress of a small strain under noise)
+    for _ in range(int(120 * scale)):
+        atoms = _strained(base32, rng, 0.04)
+        atoms.rattle(rng.uniform(0.0, 0.02), seed=int(rng.integers(1 << 30)))
+        frames.append(_labelled(atoms))
     for _ in range(int(40 * scale)):  # vacancies
         atoms = _strained(base32, rng, 0.02)
         del atoms[int(rng.integers(len(atoms)))]
@@ -120,6 +127,20 @@ architecture:
     num_epochs: {epochs}
     checkpoint_interval: {checkpoint_interval}
     log_interval: 10
+    # the stress is intensive: its loss must not be divided by the atom count
+    per_structure_targets: [{per_structure}]
+    loss:
+      energy:
+        type: mse
+        weight: 1.0
+        gradients:
+          positions:
+            weight: 1.0
+          strain:
+            weight: {stress_weight}
+      non_conservative_stress:
+        type: mse
+        weight: {stress_weight}
 training_set:
   systems:
     read_from: train.extxyz
@@ -128,8 +149,8 @@ training_set:
     energy:
       key: energy
       unit: eV
-      forces: off
-      stress: off
+      forces: {conservative}
+      stress: {conservative}
     non_conservative_forces:
       key: forces
       quantity: force
@@ -190,7 +211,37 @@ def main(argv=None) -> int:
         metavar="KEY=VALUE",
         help="override a PET hyperparameter (metatrain's names), e.g. --hyper d_pet=64",
     )
+    parser.add_argument(
+        "--stress-weight",
+        default=10.0,
+        type=float,
+        help="loss weight of the direct stress and of the energy's strain gradient "
+        "(forces and energy: 1)",
+    )
+    parser.add_argument(
+        "--energy-gradients",
+        choices=("on", "off"),
+        default="on",
+        help="also fit the energy's gradients to the forces and stress (the conservative "
+        "forces and stress then mean something; training is about twice as slow)",
+    )
+    parser.add_argument(
+        "--stress-per-atom",
+        dest="stress_per_structure",
+        action="store_false",
+        help="divide the stress by the atom count in the loss (metatrain's default, "
+        "the old model's setting)",
+    )
+    parser.add_argument(
+        "--data-scale",
+        default=1.0,
+        type=float,
+        help="fraction of the default number of training frames (pilot runs)",
+    )
     parser.add_argument("--no-install", action="store_true", help="leave data/ untouched")
+    parser.add_argument(
+        "--no-evaluate", action="store_true", help="skip the held-out evaluation (pilot runs)"
+    )
     args = parser.parse_args(argv)
     try:
         hypers = parse_hypers(args.hyper)
@@ -200,7 +251,7 @@ def main(argv=None) -> int:
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    train = generate_frames(args.seed)
+    train = generate_frames(args.seed, scale=args.data_scale)
     test = generate_frames(args.seed + 1, scale=0.25)
     write(work / "train.extxyz", train)
     write(work / "test.extxyz", test)
@@ -213,11 +264,16 @@ def main(argv=None) -> int:
             model=model,
             epochs=args.epochs,
             checkpoint_interval=max(args.epochs // 10, 1),
+            stress_weight=args.stress_weight,
+            conservative=args.energy_gradients,
+            per_structure="non_conservative_stress" if args.stress_per_structure else "",
         )
     )
     mtt = shutil.which("mtt") or str(Path(sys.executable).parent / "mtt")
     subprocess.run([mtt, "train", "options.yaml", "-o", "model.pt"], cwd=work, check=True)
     elapsed = time.time() - start
+    if args.no_evaluate:
+        return 0
     from .evaluate import evaluate_accuracy, format_table
 
     accuracy = evaluate_accuracy(test, work / "model.pt", rule="group:I", every=2)
@@ -233,6 +289,8 @@ def main(argv=None) -> int:
         "seed": args.seed,
         "epochs": args.epochs,
         "hypers": hypers,
+        "stress_weight": args.stress_weight,
+        "energy_gradients": args.energy_gradients,
         "training_frames": len(train),
         "test_frames": len(test),
         "wall_time_s": round(elapsed),

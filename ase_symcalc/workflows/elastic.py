@@ -19,7 +19,7 @@ from ase import Atoms, units
 
 from ._common import require_crystal
 
-__all__ = ["cubic_spread", "elastic_constants", "strain_matrix"]
+__all__ = ["cubic_spread", "elastic_constants", "elastic_tensors", "strain_matrix"]
 
 _VOIGT = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
 
@@ -35,38 +35,58 @@ def strain_matrix(component: int, delta: float) -> np.ndarray:
     return eps
 
 
-def _stress(calculator, atoms: Atoms, eps: np.ndarray) -> np.ndarray:
+def _strained(atoms: Atoms, eps: np.ndarray) -> Atoms:
     strained = atoms.copy()
     strained.calc = None
     strained.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
-    strained.calc = calculator
-    return np.asarray(strained.get_stress(voigt=True), dtype=np.float64)
+    return strained
+
+
+def _stress(calculator, strained: Atoms) -> np.ndarray:
+    work = strained.copy()
+    work.calc = calculator
+    return np.asarray(work.get_stress(voigt=True), dtype=np.float64)
 
 
 def elastic_constants(
     calculator, atoms: Atoms, *, strains=(0.005, 0.01), progress=None
 ) -> np.ndarray:
     """The 6x6 elastic tensor in GPa (Voigt order xx, yy, zz, yz, xz, xy)."""
+    return elastic_tensors({"model": calculator}, atoms, strains=strains, progress=progress)[
+        "model"
+    ]
+
+
+def elastic_tensors(
+    calculators: dict, atoms: Atoms, *, strains=(0.005, 0.01), progress=None
+) -> dict[str, np.ndarray]:
+    """``elastic_constants`` of several calculators, each strained cell run by
+    all of them in turn (a view of another calculator's results is then free)."""
     require_crystal(atoms, "elastic constants")
     strains = sorted(float(s) for s in strains)
     if not strains or strains[0] <= 0:
         raise ValueError(f"strain magnitudes must be positive, got {strains}")
-    estimates = []
+    estimates = {name: [] for name in calculators}
     for delta in strains:
-        c = np.zeros((6, 6))
+        c = {name: np.zeros((6, 6)) for name in calculators}
         for j in range(6):
-            plus = _stress(calculator, atoms, strain_matrix(j, delta))
-            minus = _stress(calculator, atoms, strain_matrix(j, -delta))
-            c[:, j] = (plus - minus) / (2.0 * delta)
+            for sign in (1.0, -1.0):
+                cell = _strained(atoms, strain_matrix(j, sign * delta))
+                for name, calculator in calculators.items():
+                    c[name][:, j] += sign * _stress(calculator, cell) / (2.0 * delta)
             if progress is not None:
-                progress()
-        estimates.append(c)
-    if len(strains) == 1:
-        c = estimates[0]
-    else:  # Richardson on the two smallest: the O(delta^2) term cancels
-        d1, d2 = strains[0], strains[1]
-        c = (d2**2 * estimates[0] - d1**2 * estimates[1]) / (d2**2 - d1**2)
-    return c / units.GPa
+                progress(len(calculators))
+        for name in calculators:
+            estimates[name].append(c[name])
+    result = {}
+    for name, values in estimates.items():
+        if len(strains) == 1:
+            c = values[0]
+        else:  # Richardson on the two smallest: the O(delta^2) term cancels
+            d1, d2 = strains[0], strains[1]
+            c = (d2**2 * values[0] - d1**2 * values[1]) / (d2**2 - d1**2)
+        result[name] = c / units.GPa
+    return result
 
 
 def cubic_spread(c: np.ndarray) -> dict[str, float]:

@@ -76,15 +76,33 @@ def phonon_frequencies(
     calculator, atoms: Atoms, qpoints, *, supercell=(3, 3, 3), displacement=0.005, progress=None
 ):
     """Frequencies (THz, ascending per q) at ``qpoints`` (in the cell's reciprocal basis)."""
-    phonon = _phonopy(atoms, supercell, displacement)
-    forces = []
-    for cell in phonon.supercells_with_displacements:
-        forces.append(_forces(calculator, cell))
-        if progress is not None:
-            progress()
-    phonon.forces = np.array(forces)
-    phonon.produce_force_constants()
-    return np.sort(_run_qpoints(phonon, qpoints), axis=1)
+    return _frequencies(
+        {"model": calculator},
+        atoms,
+        qpoints,
+        supercell=supercell,
+        displacement=displacement,
+        progress=progress,
+    )["model"]
+
+
+def _frequencies(calculators: dict, atoms, qpoints, *, supercell, displacement, progress):
+    """Every calculator on each displaced cell in turn: views that read another
+    calculator's results (``O3OnlyView``) then cost nothing."""
+    displaced = _phonopy(atoms, supercell, displacement).supercells_with_displacements
+    forces = {name: [] for name in calculators}
+    for cell in displaced:
+        for name, calculator in calculators.items():
+            forces[name].append(_forces(calculator, cell))
+            if progress is not None:
+                progress()
+    frequencies = {}
+    for name in calculators:
+        phonon = _phonopy(atoms, supercell, displacement)
+        phonon.forces = np.array(forces[name])
+        phonon.produce_force_constants()
+        frequencies[name] = np.sort(_run_qpoints(phonon, qpoints), axis=1)
+    return frequencies
 
 
 def _run_qpoints(phonon, qpoints) -> np.ndarray:
@@ -136,12 +154,14 @@ def phonon_report(
     q_all += list(path.kpts)
     if reference not in calculators:
         reference = list(calculators)[-1]
-    frequencies = {
-        name: phonon_frequencies(
-            calc, atoms, q_all, supercell=supercell, displacement=displacement, progress=progress
-        )
-        for name, calc in calculators.items()
-    }
+    frequencies = _frequencies(
+        calculators,
+        atoms,
+        q_all,
+        supercell=supercell,
+        displacement=displacement,
+        progress=progress,
+    )
 
     def at(name, key):  # frequencies at a special point, or along a line
         f = frequencies[name]
@@ -187,6 +207,7 @@ def plot_bands(report: dict, names, output) -> None:
         "reference": ("k", "-", 1.6),
         "raw": ("C3", "--", 1.0),
         "symmetrized": ("C0", ":", 1.4),
+        "symmetrized-o3": ("C2", "-.", 1.0),
     }
     for index, name in enumerate(names):
         color, style, width = styles.get(name, (f"C{index}", "-", 1.0))

@@ -14,7 +14,7 @@ from ase import Atoms
 
 from ._common import require_crystal, spacegroups
 
-__all__ = ["relax", "relax_report"]
+__all__ = ["refined", "relax", "relax_report"]
 
 
 def relax(calculator, atoms: Atoms, *, fmax: float = 1e-3, steps: int = 300, optimizer="BFGS"):
@@ -32,15 +32,44 @@ def relax(calculator, atoms: Atoms, *, fmax: float = 1e-3, steps: int = 300, opt
     return relaxed, int(opt.nsteps), converged
 
 
-def relax_report(calculators: dict, atoms: Atoms, *, fmax=1e-3, steps=300, optimizer="BFGS"):
+def refined(atoms: Atoms, tolerance: float) -> Atoms:
+    """A copy whose space group at ``tolerance`` (Å) is exact (ASE's ``refine_symmetry``).
+
+    What ASE's ``FixSymmetry`` does before a relaxation: forces and stress
+    averaged over the structure's group keep that group, but only a structure
+    that has it exactly can keep it at every tolerance.
+    """
+    from ase.spacegroup.symmetrize import refine_symmetry
+
+    if not tolerance > 0:
+        raise ValueError(f"the refine tolerance must be a positive distance in Å, got {tolerance}")
+    copy = atoms.copy()
+    copy.calc = None
+    refine_symmetry(copy, symprec=tolerance, verbose=False)
+    return copy
+
+
+def relax_report(
+    calculators: dict,
+    atoms: Atoms,
+    *,
+    fmax=1e-3,
+    steps=300,
+    optimizer="BFGS",
+    starts: dict | None = None,
+):
     """Relax with every calculator; space groups, lattice parameters, steps.
 
-    Returns ``(report, relaxed)``: ``report["initial"]`` and
-    ``report[name]`` hold ``spacegroup`` (tolerance -> "symbol (number)"),
-    ``cellpar`` (a, b, c, alpha, beta, gamma); each calculator's entry also
-    ``steps``, ``converged`` and ``max_force``; ``relaxed`` maps a name to
-    its relaxed ``Atoms``.
+    ``starts`` maps a calculator's name to its own starting structure (e.g.
+    ``refined(atoms, 0.05)`` for a calculator with ``structure_symmetry``);
+    the others start from ``atoms``. Returns ``(report, relaxed)``:
+    ``report["initial"]`` and ``report[name]`` hold ``spacegroup`` (tolerance
+    -> "symbol (number)"), ``cellpar`` (a, b, c, alpha, beta, gamma); each
+    calculator's entry also ``steps``, ``converged``, ``max_force`` and, if
+    it had its own start, ``start_spacegroup``; ``relaxed`` maps a name to its
+    relaxed ``Atoms``.
     """
+    starts = starts or {}
     require_crystal(atoms, "relax")
     report = {
         "initial": {
@@ -51,8 +80,9 @@ def relax_report(calculators: dict, atoms: Atoms, *, fmax=1e-3, steps=300, optim
     }
     relaxed_structures = {}
     for name, calculator in calculators.items():
+        start = starts.get(name, atoms)
         relaxed, taken, converged = relax(
-            calculator, atoms, fmax=fmax, steps=steps, optimizer=optimizer
+            calculator, start, fmax=fmax, steps=steps, optimizer=optimizer
         )
         probe = relaxed.copy()
         probe.calc = calculator
@@ -63,5 +93,7 @@ def relax_report(calculators: dict, atoms: Atoms, *, fmax=1e-3, steps=300, optim
             "converged": converged,
             "max_force": float(np.linalg.norm(probe.get_forces(), axis=1).max()),
         }
+        if name in starts:
+            report[name]["start_spacegroup"] = spacegroups(start)
         relaxed_structures[name] = relaxed
     return report, relaxed_structures
