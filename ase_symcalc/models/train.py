@@ -61,8 +61,9 @@ def _strained(atoms: Atoms, rng, amplitude: float) -> Atoms:
     return atoms
 
 
-def generate_frames(seed: int, scale: float = 1.0) -> list[Atoms]:
-    """EMT copper frames: bulk, MD 300-1500 K, vacancies, a surface slab."""
+def generate_frames(seed: int, scale: float = 1.0, strained_cells: bool = False) -> list[Atoms]:
+    """EMT copper frames: bulk, MD 300-1500 K, vacancies, a surface slab; with
+    ``strained_cells`` also homogeneously strained 32- and 4-atom cells."""
     rng = np.random.default_rng(seed)
     frames = []
     base32 = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
@@ -73,8 +74,15 @@ def generate_frames(seed: int, scale: float = 1.0) -> list[Atoms]:
     # homogeneous strains of the perfect and barely rattled crystal: the stress
     # response that elastic constants and cell relaxations read (large rattles
     # alone bury the deviatoric stress of a small strain under noise)
-    for _ in range(int(120 * scale)):
+    for _ in range(int(120 * scale) if strained_cells else 0):
         atoms = _strained(base32, rng, 0.04)
+        atoms.rattle(rng.uniform(0.0, 0.02), seed=int(rng.integers(1 << 30)))
+        frames.append(_labelled(atoms))
+    # the same in the 4-atom cell: five deviatoric stress labels for a few atoms
+    # each, cheap, so the stress head sees many of them per epoch
+    base4 = bulk("Cu", "fcc", a=3.61, cubic=True)
+    for _ in range(int(400 * scale) if strained_cells else 0):
+        atoms = _strained(base4, rng, 0.04)
         atoms.rattle(rng.uniform(0.0, 0.02), seed=int(rng.integers(1 << 30)))
         frames.append(_labelled(atoms))
     for _ in range(int(40 * scale)):  # vacancies
@@ -127,7 +135,7 @@ architecture:
     num_epochs: {epochs}
     checkpoint_interval: {checkpoint_interval}
     log_interval: 10
-    # the stress is intensive: its loss must not be divided by the atom count
+    # targets whose loss is not divided by the atom count (the stress is intensive)
     per_structure_targets: [{per_structure}]
     loss:
       energy:
@@ -176,6 +184,31 @@ test_set:
 """
 
 
+#: training recipes. "v1" made the shipped pet-cu-emt: direct heads only, the
+#: energy fitted to energies alone (its conservative stress is unconstrained)
+#: and the stress divided by the atom count in the loss: its direct stress
+#: learned the pressure and no deviatoric response (C11 = C12, C44 = 0).
+#: "elastic" adds strained cells, fits the energy's gradients to the forces
+#: and stress (the conservative stress then learns the elastic response within
+#: a few epochs) and weights the direct stress 10x, per structure.
+RECIPES = {
+    "v1": {
+        "epochs": 200,
+        "stress_weight": 1.0,
+        "energy_gradients": "off",
+        "stress_per_structure": False,
+        "strained_cells": False,
+    },
+    "elastic": {
+        "epochs": 120,
+        "stress_weight": 10.0,
+        "energy_gradients": "on",
+        "stress_per_structure": True,
+        "strained_cells": True,
+    },
+}
+
+
 def _versions() -> dict:
     from importlib.metadata import version
 
@@ -202,7 +235,14 @@ def parse_hypers(items: list[str]) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="build/model", type=Path)
-    parser.add_argument("--epochs", default=200, type=int)
+    parser.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="v1",
+        help="v1: the shipped model's recipe; elastic: strained cells, energy gradients, "
+        "stress weighted (see RECIPES); the options below override single settings",
+    )
+    parser.add_argument("--epochs", default=None, type=int)
     parser.add_argument("--seed", default=2026, type=int)
     parser.add_argument(
         "--hyper",
@@ -213,7 +253,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--stress-weight",
-        default=10.0,
+        default=None,
         type=float,
         help="loss weight of the direct stress and of the energy's strain gradient "
         "(forces and energy: 1)",
@@ -221,16 +261,16 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--energy-gradients",
         choices=("on", "off"),
-        default="on",
+        default=None,
         help="also fit the energy's gradients to the forces and stress (the conservative "
         "forces and stress then mean something; training is about twice as slow)",
     )
     parser.add_argument(
-        "--stress-per-atom",
-        dest="stress_per_structure",
-        action="store_false",
-        help="divide the stress by the atom count in the loss (metatrain's default, "
-        "the old model's setting)",
+        "--stress-per-structure",
+        choices=("on", "off"),
+        default=None,
+        help="on: the stress loss per structure (intensive); off: divided by the atom "
+        "count (metatrain's default)",
     )
     parser.add_argument(
         "--data-scale",
@@ -243,6 +283,12 @@ def main(argv=None) -> int:
         "--no-evaluate", action="store_true", help="skip the held-out evaluation (pilot runs)"
     )
     args = parser.parse_args(argv)
+    recipe = dict(RECIPES[args.recipe])
+    for key in ("epochs", "stress_weight", "energy_gradients"):
+        if getattr(args, key) is not None:
+            recipe[key] = getattr(args, key)
+    if args.stress_per_structure is not None:
+        recipe["stress_per_structure"] = args.stress_per_structure == "on"
     try:
         hypers = parse_hypers(args.hyper)
     except ValueError as error:
@@ -251,8 +297,9 @@ def main(argv=None) -> int:
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    train = generate_frames(args.seed, scale=args.data_scale)
-    test = generate_frames(args.seed + 1, scale=0.25)
+    strained = recipe["strained_cells"]
+    train = generate_frames(args.seed, scale=args.data_scale, strained_cells=strained)
+    test = generate_frames(args.seed + 1, scale=0.25, strained_cells=strained)
     write(work / "train.extxyz", train)
     write(work / "test.extxyz", test)
     print(f"data: {len(train)} training, {len(test)} test frames ({time.time() - start:.0f} s)")
@@ -262,11 +309,11 @@ def main(argv=None) -> int:
         OPTIONS.format(
             seed=args.seed,
             model=model,
-            epochs=args.epochs,
-            checkpoint_interval=max(args.epochs // 10, 1),
-            stress_weight=args.stress_weight,
-            conservative=args.energy_gradients,
-            per_structure="non_conservative_stress" if args.stress_per_structure else "",
+            epochs=recipe["epochs"],
+            checkpoint_interval=max(recipe["epochs"] // 10, 1),
+            stress_weight=recipe["stress_weight"],
+            conservative=recipe["energy_gradients"],
+            per_structure="non_conservative_stress" if recipe["stress_per_structure"] else "",
         )
     )
     mtt = shutil.which("mtt") or str(Path(sys.executable).parent / "mtt")
@@ -287,10 +334,10 @@ def main(argv=None) -> int:
         "name": MODEL_NAME,
         "command": "python -m ase_symcalc.models.train " + " ".join(argv or sys.argv[1:]),
         "seed": args.seed,
-        "epochs": args.epochs,
+        "recipe": args.recipe,
+        "epochs": recipe["epochs"],
         "hypers": hypers,
-        "stress_weight": args.stress_weight,
-        "energy_gradients": args.energy_gradients,
+        "training": recipe,
         "training_frames": len(train),
         "test_frames": len(test),
         "wall_time_s": round(elapsed),

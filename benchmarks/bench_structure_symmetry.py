@@ -1,0 +1,149 @@
+"""What averaging over the structure's own symmetry costs.
+
+    python benchmarks/bench_structure_symmetry.py [--repeats 7] [--rule group:I]
+
+On a 108-atom copper MD snapshot (EMT Langevin at 900 K, no symmetry) and
+on structures that have symmetry, times (medians of ``--repeats``):
+
+- ``find_symmetry`` alone (the snapshot is recognised without spglib);
+- one raw call of the shipped model (the unit the cost is measured in);
+- one ``SymmetrizedCalculator`` call with and without ``structure_symmetry``
+  on a new structure each time (so the operations are searched every call,
+  as in MD).
+
+Prints the ratios: the search against one raw model call, and the
+symmetrized call with against without. Writes
+``benchmarks/results/structure_symmetry.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snapshot(repeat=3, temperature=900, seed=1):
+    from ase import units
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(repeat)
+    atoms.calc = EMT()
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    Langevin(atoms, 5 * units.fs, temperature_K=temperature, friction=0.02, rng=rng).run(100)
+    atoms.calc = None
+    return atoms
+
+
+def symmetric_structures():
+    from ase.build import bulk, fcc111
+    from ase.cluster import Icosahedron
+
+    slab = fcc111("Cu", size=(3, 3, 4), a=3.61, vacuum=10.0, periodic=False)
+    return {
+        "fcc 108 (Fm-3m, 5184 ops)": bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3),
+        "fcc 4 (Fm-3m)": bulk("Cu", "fcc", a=3.61, cubic=True),
+        "Cu(111) slab 36": slab,
+        "Cu55 icosahedron": Icosahedron("Cu", 3),
+    }
+
+
+def median_time(function, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--rule", default="group:I")
+    args = parser.parse_args(argv)
+
+    from ase_symcalc import SymmetrizedCalculator
+    from ase_symcalc.models import pretrained
+    from ase_symcalc.structure_symmetry import find_symmetry
+
+    atoms = snapshot()
+    rng = np.random.default_rng(0)
+
+    def moved():  # a new structure every call, as in MD
+        copy = atoms.copy()
+        copy.positions += rng.normal(scale=1e-3, size=copy.positions.shape)
+        return copy
+
+    search = median_time(lambda: find_symmetry(moved()), 5 * args.repeats)
+    raw_calc = pretrained()
+
+    def raw_call():
+        copy = moved()
+        copy.calc = raw_calc
+        copy.get_forces()
+
+    raw_call()  # warm-up
+    raw = median_time(raw_call, args.repeats)
+    results = {"rule": args.rule, "atoms": len(atoms)}
+    for flag in (False, True):
+        calc = SymmetrizedCalculator(
+            pretrained(), quadrature=args.rule, raw=False, structure_symmetry=flag
+        )
+
+        def call(calc=calc):
+            copy = moved()
+            copy.calc = calc
+            copy.get_forces()
+
+        call()
+        results[f"symmetrized_s_{'with' if flag else 'without'}"] = median_time(call, 3)
+    results.update(
+        {
+            "find_symmetry_ms": search * 1e3,
+            "raw_call_ms": raw * 1e3,
+            "search_over_raw_call": search / raw,
+            "with_over_without": results["symmetrized_s_with"] / results["symmetrized_s_without"],
+        }
+    )
+    groups = {}
+    for name, structure in symmetric_structures().items():
+        found = find_symmetry(structure)
+        groups[name] = {
+            "group": found.group,
+            "operations": len(found),
+            "find_symmetry_ms": median_time(lambda s=structure: find_symmetry(s), 3) * 1e3,
+        }
+    results["symmetric"] = groups
+
+    print(f"108-atom MD snapshot, shipped model, rule {args.rule}")
+    print(f"  find_symmetry (no symmetry)   {results['find_symmetry_ms']:8.3f} ms")
+    print(f"  one raw model call            {results['raw_call_ms']:8.3f} ms")
+    print(f"  search / raw call             {results['search_over_raw_call']:8.4f}")
+    print(
+        f"  symmetrized call without/with {results['symmetrized_s_without']:.3f} s / "
+        f"{results['symmetrized_s_with']:.3f} s  (ratio {results['with_over_without']:.4f})"
+    )
+    for name, row in groups.items():
+        print(
+            f"  {name:28s} {row['group']:18s} {row['operations']:5d} ops "
+            f"{row['find_symmetry_ms']:9.2f} ms"
+        )
+    out = ROOT / "benchmarks" / "results" / "structure_symmetry.json"
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
