@@ -34,12 +34,13 @@ def snapshot(repeat=3, temperature=900, seed=1):
     from ase.build import bulk
     from ase.calculators.emt import EMT
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from ase_symcalc.cli._common import _thermalize
 
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(repeat)
     atoms.calc = EMT()
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    _thermalize(atoms, temperature, seed)
     Langevin(atoms, 5 * units.fs, temperature_K=temperature, friction=0.02, rng=rng).run(100)
     atoms.calc = None
     return atoms

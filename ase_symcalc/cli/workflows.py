@@ -96,10 +96,10 @@ def add_parser(sub) -> None:
     relax.add_argument(
         "--refine-tolerance",
         type=float,
-        default=0.05,
+        default=0.1,
         help="Å: with structure symmetry, the input's space group at this tolerance is "
         "made exact (ASE's refine_symmetry, as FixSymmetry does) before the "
-        "symmetrized model relaxes it (default 0.05)",
+        "symmetrized model relaxes it (default 0.1)",
     )
 
 
@@ -198,15 +198,15 @@ def run_phonons(args) -> int:
     names = list(calculators)
     keys = sorted({k for name in names for k in report[name]["splittings_THz"]})
     print(f"largest splitting of degenerate branches (THz), rule {report['rule']}")
-    print(f"{'':12s}" + "".join(f"{name:>14s}" for name in names))
+    print(f"{'':12s}" + "".join(f"{name:>16s}" for name in names))
     for key in keys:
         cells = [report[name]["splittings_THz"].get(key) for name in names]
         print(
-            f"{key:12s}" + "".join("             -" if v is None else f"{v:14.2e}" for v in cells)
+            f"{key:12s}" + "".join("               -" if v is None else f"{v:16.2e}" for v in cells)
         )
     print(
         f"{'Gamma acoust':12s}"
-        + "".join(f"{report[name]['gamma_acoustic_THz']:14.2e}" for name in names)
+        + "".join(f"{report[name]['gamma_acoustic_THz']:16.2e}" for name in names)
     )
     print(f"wrote {output / 'phonons.json'} and {output / 'bands.png'}")
     return 0
@@ -235,13 +235,13 @@ def run_elastic(args) -> int:
     _plot_elastic(report, list(calculators), output / "elastic.png")
     names = list(calculators)
     print(f"elastic constants (GPa), rule {report['rule']}")
-    print(f"{'':22s}" + "".join(f"{name:>14s}" for name in names))
+    print(f"{'':22s}" + "".join(f"{name:>16s}" for name in names))
     for key in ("C11", "C12", "C44", "bulk_modulus"):
-        print(f"{key:22s}" + "".join(f"{report[n]['cubic_GPa'][key]:14.3f}" for n in names))
+        print(f"{key:22s}" + "".join(f"{report[n]['cubic_GPa'][key]:16.3f}" for n in names))
     for key in ("C11", "C12", "C44", "forbidden_max"):
         label = f"spread {key}" if key != "forbidden_max" else "largest forbidden"
         print(
-            f"{label:22s}" + "".join(f"{report[n]['cubic_spread_GPa'][key]:14.2e}" for n in names)
+            f"{label:22s}" + "".join(f"{report[n]['cubic_spread_GPa'][key]:16.2e}" for n in names)
         )
     print(f"wrote {output / 'elastic.json'} and {output / 'elastic.png'}")
     return 0
