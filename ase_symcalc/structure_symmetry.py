@@ -26,6 +26,8 @@ Numpy, float64, no ASE calculator.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,8 +167,9 @@ def _provably_asymmetric(numbers, positions, cell, pbc, tolerance) -> bool:
     operation maps each atom onto one of the same species whose fingerprint
     differs by at most ``bound`` (every distance moves by <= 2 tolerance). If
     no two atoms of a species are that close, every operation fixes every
-    atom, which for atoms spanning 3D (checked) leaves only the identity.
-    Costs a neighbour list: well under a millisecond for 100 atoms.
+    atom, which for atoms spanning 3D (checked) leaves only the identity (in
+    a crystal, up to lattice vectors: checked against the lattice's own
+    symmetries). Costs a neighbour list: about a millisecond for 100 atoms.
     """
     n_atoms = len(numbers)
     if n_atoms < 4:
@@ -181,8 +184,9 @@ def _provably_asymmetric(numbers, positions, cell, pbc, tolerance) -> bool:
     )
     fc = 0.5 * (1.0 + np.cos(np.pi * d / _FINGERPRINT_CUTOFF))
     terms = np.exp(-((d[:, None] / _FINGERPRINT_WIDTHS) ** 2)) * fc[:, None]
-    fingerprints = np.zeros((n_atoms, len(_FINGERPRINT_WIDTHS)))
-    np.add.at(fingerprints, i, terms)
+    fingerprints = np.stack(
+        [np.bincount(i, weights=column, minlength=n_atoms) for column in terms.T], axis=1
+    )
     # |d/dr (exp(-r^2/w^2) fc)| <= sqrt(2/e)/w + pi/(2 rc); each distance moves <= 2 tol
     slope = np.sqrt(2.0 / np.e) / _FINGERPRINT_WIDTHS + np.pi / (2.0 * _FINGERPRINT_CUTOFF)
     neighbours = np.bincount(i, minlength=n_atoms).max()
@@ -191,36 +195,28 @@ def _provably_asymmetric(numbers, positions, cell, pbc, tolerance) -> bool:
         f = fingerprints[numbers == species] / bound
         if len(f) < 2:
             continue
-        # sorted along the first component, two atoms within the bound in every
-        # component lie within 1 in the first one: compare neighbours in that order
+        # two atoms within the bound in every component lie within 1 in the
+        # first one: sort by it and compare only the pairs that close
         f = f[np.argsort(f[:, 0])]
-        for shift in range(1, len(f)):
-            close = np.all(np.abs(f[shift:] - f[:-shift]) <= 1.0, axis=1)
-            if close.any():
-                return False
-            if np.all(f[shift:, 0] - f[:-shift, 0] > 1.0):
-                break
-    return True
+        reach = np.searchsorted(f[:, 0], f[:, 0] + 1.0, side="right")
+        counts = reach - np.arange(len(f)) - 1
+        if counts.sum() == 0:
+            continue
+        first = np.repeat(np.arange(len(f)), counts)
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        second = first + 1 + offsets
+        if np.any(np.all(np.abs(f[first] - f[second]) <= 1.0, axis=1)):
+            return False
+    return not pbc.any() or _only_identity_fixes_every_atom(positions, cell, pbc, tolerance)
 
 
 def _lattice_group(numbers, positions, cell, pbc, tolerance) -> StructureSymmetry:
     import spglib
 
     n_periodic = int(pbc.sum())
-    lattice = cell.copy()
+    lattice, scaled = _padded_lattice(positions, cell, pbc, tolerance)
     if n_periodic == 2:
-        # spglib's layer groups want the aperiodic vector; give it one normal
-        # to the periodic plane, longer than the slab plus vacuum
         aperiodic = int(np.flatnonzero(~pbc)[0])
-        a, b = cell[pbc]
-        normal = np.cross(a, b)
-        normal /= np.linalg.norm(normal)
-        heights = positions @ normal
-        lattice[aperiodic] = normal * (np.ptp(heights) + 10.0 + 100.0 * tolerance)
-        if np.linalg.det(lattice) < 0:
-            lattice[aperiodic] *= -1.0
-        origin = normal * heights.min() - 5.0 * normal
-        scaled = np.linalg.solve(lattice.T, (positions - origin).T).T
         dataset = _spglib_call(
             spglib.get_symmetry_layerdataset,
             (lattice, scaled, numbers),
@@ -234,7 +230,6 @@ def _lattice_group(numbers, positions, cell, pbc, tolerance) -> StructureSymmetr
             )
         name = f"{dataset.international} (layer {dataset.number})"
     else:
-        scaled = np.linalg.solve(lattice.T, positions.T).T
         dataset = _spglib_call(
             spglib.get_symmetry_dataset, (lattice, scaled, numbers), symprec=tolerance
         )
@@ -262,6 +257,63 @@ def _lattice_group(numbers, positions, cell, pbc, tolerance) -> StructureSymmetr
         kind=_kind(n_periodic),
         tolerance=tolerance,
     )
+
+
+def _padded_lattice(positions, cell, pbc, tolerance):
+    """The lattice and fractional positions spglib is given.
+
+    For a slab the aperiodic vector becomes one normal to the periodic plane,
+    longer than the slab plus 10 Å (spglib's layer groups want one), with the
+    atoms inside it.
+    """
+    lattice = cell.copy()
+    origin = np.zeros(3)
+    if int(pbc.sum()) == 2:
+        aperiodic = int(np.flatnonzero(~pbc)[0])
+        a, b = cell[pbc]
+        normal = np.cross(a, b)
+        normal /= np.linalg.norm(normal)
+        heights = positions @ normal
+        lattice[aperiodic] = normal * (np.ptp(heights) + 10.0 + 100.0 * tolerance)
+        if np.linalg.det(lattice) < 0:
+            lattice[aperiodic] *= -1.0
+        origin = normal * (heights.min() - 5.0)
+    return lattice, np.linalg.solve(lattice.T, (positions - origin).T).T
+
+
+def _only_identity_fixes_every_atom(positions, cell, pbc, tolerance) -> bool:
+    """No lattice symmetry but the identity maps every atom onto itself.
+
+    For atoms that span 3D only the identity fixes them all in space, but in
+    a crystal an operation may fix each atom up to a lattice vector (a
+    mirror through layers at z = 0 and c/2): try every point symmetry of the
+    lattice alone (spglib on one atom, 2 ms, cached per lattice).
+    """
+
+    lattice, scaled = _padded_lattice(positions, cell, pbc, tolerance)
+    rotations = _lattice_rotations(lattice.tobytes(), tolerance)
+    if rotations is None:
+        return False
+    others = ~np.all(rotations == np.eye(3, dtype=rotations.dtype), axis=(1, 2))
+    delta = np.einsum("gab,nb->gna", rotations[others], scaled) - scaled
+    delta -= delta[:, :1]  # the translation that fixes atom 0
+    delta[..., pbc] -= np.round(delta[..., pbc])
+    worst = np.linalg.norm(delta @ lattice, axis=-1).max(axis=1)
+    return not np.any(worst <= 3.0 * tolerance)
+
+
+@functools.lru_cache(maxsize=16)
+def _lattice_rotations(lattice_bytes: bytes, tolerance: float):
+    """Point symmetries of a lattice alone (cached: an NVT run keeps its cell)."""
+    import spglib
+
+    lattice = np.frombuffer(lattice_bytes, dtype=np.float64).reshape(3, 3)
+    with warnings.catch_warnings():  # spglib's notice about its error handling
+        warnings.simplefilter("ignore", DeprecationWarning)
+        operations = spglib.get_symmetry(
+            (lattice, np.zeros((1, 3)), np.ones(1, dtype=np.intc)), symprec=tolerance
+        )
+    return None if operations is None else operations["rotations"]
 
 
 def _spglib_call(function, cell, **kwargs):

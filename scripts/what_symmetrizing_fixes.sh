@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's "What symmetrizing fixes": phonons, elastic constants and a
-# relaxation of fcc copper with the shipped model, raw / symmetrized / EMT,
-# for the default rule and for auto at 1e-3 eV/Å. About 10 minutes on 2 cores.
+# relaxation of fcc copper with the shipped model, raw / symmetrized (O(3) +
+# structure symmetry) / symmetrized-o3 (the O(3) average alone) / EMT,
+# for the default rule and for auto at 1e-3 eV/Å (README: "What symmetrizing
+# fixes" and "Exact symmetry where the structure has it"). About 10 minutes.
 # Outputs in build/fixes/<workflow>-<rule>/ (JSON, figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."

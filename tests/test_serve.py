@@ -68,10 +68,8 @@ def test_two_clients_serve_a_path_integral_run(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     processes = []
     try:
-        ipi = subprocess.Popen(
-            [IPI, "input.xml"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        processes.append(ipi)
+        # clients first (they retry until i-PI listens): a client that connects
+        # only after i-PI has finished the 3 steps would find it gone
         clients = [
             subprocess.Popen(
                 [*SERVE, f"unix:{address}", "--structure", "init.extxyz"]
@@ -84,6 +82,11 @@ def test_two_clients_serve_a_path_integral_run(tmp_path):
             for _ in range(2)
         ]
         processes += clients
+        time.sleep(5.0)  # both load the model and start polling the socket
+        ipi = subprocess.Popen(
+            [IPI, "input.xml"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        processes.append(ipi)
         ipi.wait(timeout=240)
         for client in clients:
             _, err = client.communicate(timeout=60)

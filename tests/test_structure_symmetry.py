@@ -314,3 +314,16 @@ def test_relax_keeps_the_exact_space_group_with_the_shipped_model():
     assert report["symmetrized"]["converged"]
     with pytest.raises(ValueError, match="positive distance"):
         refined(atoms, 0.0)
+
+
+def test_mirror_that_fixes_every_atom_up_to_a_lattice_vector():
+    """Random atoms on the planes z = 0 and z = c/2: every environment differs,
+    yet the mirror z -> -z maps each atom onto itself modulo c."""
+    rng = np.random.default_rng(7)
+    xy = rng.uniform(0, 6.0, size=(10, 2))
+    z = np.repeat([0.0, 2.5], 5)
+    atoms = Atoms("Cu10", positions=np.column_stack([xy, z]), cell=[6.0, 6.0, 5.0], pbc=True)
+    symmetry = find_symmetry(atoms)
+    assert len(symmetry) == 2 and symmetry.group.startswith("Pm")
+    mirror = symmetry.rotations[~np.all(np.isclose(symmetry.rotations, np.eye(3)), axis=(1, 2))][0]
+    np.testing.assert_allclose(mirror, np.diag([1.0, 1.0, -1.0]), atol=1e-12)

@@ -1,14 +1,15 @@
 """Regenerate the shipped model from scratch: EMT data, metatrain PET, export.
 
-    python -m ase_symcalc.models.train [--workdir build/model] [--epochs 200]
-                                       [--hyper d_pet=64 ...] [--no-install]
+    python -m ase_symcalc.models.train [--recipe v1|elastic] [--workdir build/model]
+                                       [--epochs N] [--hyper d_pet=64 ...] [--no-install]
 
 Needs the ``[train]`` extra (metatrain). Generates copper data with ASE's EMT
 (rattled and strained bulk cells, Langevin MD snapshots from 300 K to 1500 K,
 vacancies, a (111) surface slab; energies, forces and full stress), trains a
 small PET with direct (non-conservative) forces and stress (metatrain applies
 random O(3) augmentation to every training batch), evaluates it on a held-out
-test set generated with other seeds, and copies the exported metatomic model
+test set generated with other seeds (``RECIPES``: ``v1`` made the shipped
+model, ``elastic`` also fits its stress response), and copies the exported metatomic model
 and a JSON record (command, seed, versions, accuracy) into
 ``ase_symcalc/models/data/``.
 """
