@@ -241,12 +241,10 @@ def _lattice_group(numbers, positions, cell, pbc, tolerance) -> StructureSymmetr
         name = f"{dataset.international} ({dataset.number})"
     rotations = np.asarray(dataset.rotations, dtype=np.float64)
     translations = np.asarray(dataset.translations, dtype=np.float64)
-    permutations = _lattice_atom_maps(numbers, scaled, lattice, rotations, translations, pbc)
+    images = _images(scaled, rotations, translations, pbc)
+    permutations = _lattice_atom_maps(scaled, images)
     _check_maps(
-        permutations,
-        numbers,
-        tolerance,
-        _map_distances(permutations, scaled, lattice, rotations, translations, pbc),
+        permutations, numbers, tolerance, _map_distances(permutations, scaled, images, lattice, pbc)
     )
     # Q = L R L^-1 with L the lattice vectors as columns
     cartesian = lattice.T @ rotations @ np.linalg.inv(lattice.T)
@@ -336,15 +334,14 @@ def _images(scaled, rotations, translations, pbc):
     return images
 
 
-def _lattice_atom_maps(numbers, scaled, lattice, rotations, translations, pbc):
+def _lattice_atom_maps(scaled, images):
     """``pi_g``: atom i goes onto atom pi_g[i], for all operations in one tree query."""
     from scipy.spatial import cKDTree
 
-    images = _images(scaled, rotations, translations, pbc)
     # the fractional metric finds the match; its Cartesian distance is checked after
     tree = cKDTree(_wrap(scaled), boxsize=1.0)
     _, perm = tree.query(_wrap(images).reshape(-1, 3))
-    return perm.reshape(len(rotations), len(scaled))
+    return perm.reshape(images.shape[:2])
 
 
 def _wrap(fractional):
@@ -354,8 +351,7 @@ def _wrap(fractional):
     return wrapped
 
 
-def _map_distances(permutations, scaled, lattice, rotations, translations, pbc):
-    images = _images(scaled, rotations, translations, pbc)
+def _map_distances(permutations, scaled, images, lattice, pbc):
     delta = images - scaled[permutations]
     delta[..., pbc] -= np.round(delta[..., pbc])
     return np.linalg.norm(delta @ lattice, axis=-1)
