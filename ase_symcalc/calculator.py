@@ -11,24 +11,17 @@ from ase.calculators.calculator import (
     PropertyNotImplementedError,
     all_changes,
 )
-from scipy.spatial.transform import Rotation
 
 from .evaluators import StackedOutputs, check_outputs, make_evaluator
 from .metrics import residual_rmse
-from .quadrature import O3Quadrature, auto_ladder, find_identity, get_quadrature, next_rule
+from .quadrature import O3Quadrature, find_identity, get_quadrature, next_rule
+from .rule_policy import RulePolicy
 from .structure_symmetry import StructureSymmetry, find_symmetry
 from .symmetrize import project_onto_structure, symmetrize
 from .transforms import matrix_to_voigt
 
 __all__ = ["SymmetrizedCalculator", "StressNotAvailableError"]
 
-MODES = ("grid", "random-grid", "random-single")
-
-#: quadrature="auto" accepts a rule when its estimated residual is below
-#: tolerance / AUTO_MARGIN: one estimate scatters by tens of percent, and a
-#: rotation test compares two averages, whose difference is sqrt(2) times
-#: the residual of each
-AUTO_MARGIN = 2.0
 
 
 class StressNotAvailableError(PropertyNotImplementedError):
@@ -114,7 +107,7 @@ class SymmetrizedCalculator(Calculator):
         ``quadrature="auto"`` only. ``tolerance`` (eV/Å, default 1e-3) bounds
         the estimated forces residual (the energy residual per atom, eV, for
         models without forces) with a margin: a rule is kept when its
-        estimate is below ``tolerance / AUTO_MARGIN`` (2), which covers the
+        estimate is below ``tolerance / rule_policy.AUTO_MARGIN`` (2), which covers the
         scatter of one estimate and the sqrt(2) by which two averages (what
         rotation tests compare) differ more than each from the exact one. On
         the first structure the ladder is climbed from 12 evaluations up until
@@ -186,7 +179,6 @@ class SymmetrizedCalculator(Calculator):
         self.base = base
         #: number of rotated copies the base model has evaluated so far
         self.evaluation_count = 0
-        self._rng = None
         self._quadrature = None
         self._convergence_checked = False
         self._symmetry_cache: tuple[bytes, StructureSymmetry] | None = None
@@ -215,30 +207,28 @@ class SymmetrizedCalculator(Calculator):
 
     def _configure(self):
         p = self.parameters
-        if p.mode not in MODES:
-            raise ValueError(f"unknown mode {p.mode!r}; valid modes: {', '.join(MODES)}")
+        if p.convergence_tolerance is not None:
+            warnings.warn(
+                "convergence_tolerance is deprecated and will be removed: the residual answers "
+                "the same question on every structure; use residual=True (its *_residual "
+                "results) or quadrature='auto' with tolerance=",
+                FutureWarning,
+                stacklevel=4,
+            )
         orientation = p.orientation
         if orientation is not None and not isinstance(orientation, str):
-            orientation = np.asarray(orientation, dtype=np.float64)
-            p.orientation = orientation.tolist()  # keeps todict() JSON-friendly
-        self._orientation = orientation  # as get_quadrature takes it
-        self._auto = isinstance(p.quadrature, str) and p.quadrature.strip() == "auto"
-        if self._auto:
-            self._configure_auto()
-        else:
-            if p.tolerance is not None:
-                raise ValueError(
-                    "tolerance= sets the target of quadrature='auto'; with a fixed rule use "
-                    "residual=True to see its residual, or quadrature='auto'"
-                )
-            self._quadrature = get_quadrature(
-                p.quadrature, inversion=p.inversion, seed=p.seed, orientation=orientation
-            )
-        # the residual's random orientations: seeded, so that 'auto' picks the
-        # same rule on every rerun
-        self._residual_rng = np.random.default_rng(
-            np.random.SeedSequence(0 if p.seed is None else p.seed, spawn_key=(1,))
+            p.orientation = np.asarray(orientation, dtype=np.float64).tolist()  # JSON-friendly
+        self._policy = RulePolicy(
+            p.quadrature,
+            inversion=p.inversion,
+            orientation=orientation,
+            mode=p.mode,
+            seed=p.seed,
+            tolerance=p.tolerance,
+            recheck=p.recheck,
         )
+        self._quadrature = self._policy.rule  # set(): "configured" marker
+        self._auto = self._policy.auto
         tolerance = p.symmetry_tolerance
         if not isinstance(tolerance, (int, float)) or not tolerance > 0:
             raise ValueError(
@@ -247,7 +237,6 @@ class SymmetrizedCalculator(Calculator):
         self._symmetry_cache = None
         if p.batch_size is not None and (not isinstance(p.batch_size, int) or p.batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None, got {p.batch_size!r}")
-        self._rng = np.random.default_rng(p.seed)
         if p.batch_size is not None and hasattr(self.evaluator, "batch_size"):
             self.evaluator.batch_size = p.batch_size
         if p.forces is not None and getattr(self.evaluator, "forces", None) != p.forces:
@@ -268,29 +257,6 @@ class SymmetrizedCalculator(Calculator):
             self.evaluator.variant = p.variant
             self.implemented_properties = self._provided()
 
-    def _configure_auto(self):
-        p = self.parameters
-        if p.mode != "grid":
-            raise ValueError(
-                f"quadrature='auto' picks one fixed rule; mode={p.mode!r} randomizes it: "
-                "use mode='grid' (the default)"
-            )
-        tolerance = 1e-3 if p.tolerance is None else p.tolerance
-        if not isinstance(tolerance, (int, float)) or not tolerance > 0:
-            raise ValueError(f"tolerance must be a positive number (eV/Å), got {tolerance!r}")
-        if p.recheck is not None and (not isinstance(p.recheck, int) or p.recheck < 0):
-            raise ValueError(f"recheck must be a number of calls >= 0, got {p.recheck!r}")
-        self._tolerance = float(tolerance)
-        self._rung = 0
-        self._auto_chosen = False
-        self._calls_since_check = 0
-        self._last_residual = {}
-        self._quadrature = self._rung_rule(0)
-
-    def _rung_rule(self, rung: int) -> O3Quadrature:
-        spec, inversion = auto_ladder()[rung]
-        return get_quadrature(spec, inversion=inversion, orientation=self._orientation)
-
     def _remove_net_force(self) -> bool:
         setting = self.parameters.remove_net_force
         if setting is None:
@@ -300,19 +266,7 @@ class SymmetrizedCalculator(Calculator):
     @property
     def quadrature(self) -> O3Quadrature:
         """The rule used in ``"grid"`` mode (before any random rotation)."""
-        return self._quadrature
-
-    def _rule_for_call(self) -> tuple[np.ndarray, np.ndarray]:
-        mode = self.parameters.mode
-        rule = self._quadrature
-        if mode == "grid":
-            return rule.matrices, rule.weights
-        rotation = Rotation.random(random_state=self._rng).as_matrix()
-        if mode == "random-grid":
-            return rule.matrices @ rotation, rule.weights
-        if self.parameters.inversion and self._rng.random() < 0.5:
-            rotation = -rotation
-        return rotation[None], np.ones(1)
+        return self._policy.rule
 
     # -- ASE contract -------------------------------------------------------
 
@@ -361,17 +315,18 @@ class SymmetrizedCalculator(Calculator):
         # found first: a structure whose symmetry cannot be built fails before any model call
         symmetry = self._structure_symmetry(atoms) if self.parameters.structure_symmetry else None
         count_before = self.evaluation_count
-        if self._auto and self._auto_due():
+        policy = self._policy
+        if policy.climb_due():
             averaged, raw, residual = self._climb(atoms, wanted)
         else:
-            matrices, weights = self._rule_for_call()
+            matrices, weights = policy.rule_for_call()
             averaged, raw = self._average(atoms, matrices, weights, wanted, self.parameters.raw)
             residual = None
             if self.parameters.residual:
                 residual = self._residual(atoms, matrices, weights, wanted, averaged)
-            if self._auto:
-                self._calls_since_check += 1
-                residual = residual or self._last_residual
+            if policy.auto:
+                policy.count_call()
+                residual = residual or policy.last_residual
         results = {"energy": averaged.energy, "free_energy": averaged.energy}
         if symmetry is not None:
             results["symmetry_group"] = symmetry.group
@@ -404,8 +359,8 @@ class SymmetrizedCalculator(Calculator):
             results.update(residual)
         if self.parameters.convergence_tolerance is not None and not self._convergence_checked:
             self._check_convergence(atoms, averaged)
-        if self.parameters.mode != "random-single":
-            results["quadrature"] = self._quadrature.name
+        if policy.rule_name is not None:
+            results["quadrature"] = policy.rule_name
         results["evaluations"] = self.evaluation_count - count_before
         return results
 
@@ -463,8 +418,7 @@ class SymmetrizedCalculator(Calculator):
 
     def _residual(self, atoms, matrices, weights, wanted, averaged) -> dict:
         """The residual estimate: the same rule again, in a Haar-random orientation."""
-        rotation = Rotation.random(random_state=self._residual_rng).as_matrix()
-        rotated = matrices @ rotation
+        rotated = matrices @ self._policy.residual_rotation()
         names = [name for name in wanted if name != "energies"]
         outputs = self.evaluator.evaluate(atoms, rotated, names)
         self.evaluation_count += len(rotated)
@@ -479,66 +433,32 @@ class SymmetrizedCalculator(Calculator):
 
     # -- quadrature="auto" --------------------------------------------------
 
-    def _auto_due(self) -> bool:
-        if not self._auto_chosen:
-            return True
-        recheck = self.parameters.recheck
-        return bool(recheck) and self._calls_since_check >= recheck
-
     def _residual_metric(self, residual: dict, n_atoms: int) -> float:
         if "forces_residual" in residual:
             return residual["forces_residual"]
         return residual["energy_residual"] / n_atoms
 
     def _climb(self, atoms, wanted):
-        """Measure the rule in use; climb the ladder until the residual is small enough."""
-        previous = self._quadrature
-        raw, best = None, None
-        for rung in range(self._rung, len(auto_ladder())):
-            rule = self._rung_rule(rung)
-            averaged, rung_raw = self._average(
-                atoms, rule.matrices, rule.weights, wanted, self.parameters.raw and raw is None
-            )
-            raw = rung_raw if rung_raw is not None else raw
+        """quadrature="auto": measure the rule in use, climb while its residual is too large."""
+        kept = {"raw": None}
+
+        def measure(rule):
+            with_raw = self.parameters.raw and kept["raw"] is None
+            averaged, raw = self._average(atoms, rule.matrices, rule.weights, wanted, with_raw)
+            kept["raw"] = raw if raw is not None else kept["raw"]
             residual = self._residual(atoms, rule.matrices, rule.weights, wanted, averaged)
-            metric = self._residual_metric(residual, len(atoms))
-            if best is None or metric < best[0]:
-                best = (metric, rung, rule, averaged, residual)
-            if metric * AUTO_MARGIN <= self._tolerance:
-                break
-        else:
-            metric, rung, rule, averaged, residual = best
-            message = (
-                f"no rule on the auto ladder reaches a forces residual of "
-                f"{self._tolerance:.2e} eV/Å on this structure: the best is "
-                f"{metric:.2e} eV/Å with {rule.name}; raise tolerance= or "
-                "give a finer rule (quadrature='design:10', inversion=True)"
-            )
-            if not self._auto_chosen:
-                raise ValueError(message)
-            warnings.warn(message + "; keeping the best rule", UserWarning, stacklevel=5)
-        if self._auto_chosen and rung != self._rung:
-            warnings.warn(
-                f"quadrature='auto': the residual of {previous.name} exceeded the tolerance of "
-                f"{self._tolerance:.2e} eV/Å on this structure; now using "
-                f"{rule.name} ({len(rule)} evaluations)",
-                UserWarning,
-                stacklevel=5,
-            )
-        self._rung = rung
-        self._quadrature = rule
-        self._auto_chosen = True
-        self._calls_since_check = 0
-        self._last_residual = residual
-        return averaged, raw, residual
+            return self._residual_metric(residual, len(atoms)), residual, averaged
+
+        _, residual, averaged = self._policy.climb(measure, stacklevel=7)
+        return averaged, kept["raw"], residual
 
     def _check_convergence(self, atoms: Atoms, averaged) -> None:
         self._convergence_checked = True
-        finer = next_rule(self._quadrature)
+        finer = next_rule(self._policy.rule)
         if finer is None or averaged.forces is None or self.parameters.mode == "random-single":
             return
         rule = get_quadrature(
-            finer, inversion=self.parameters.inversion, orientation=self._orientation
+            finer, inversion=self.parameters.inversion, orientation=self._policy.orientation
         )
         outputs = self.evaluator.evaluate(atoms, rule.matrices, ["energy", "forces"])
         self.evaluation_count += len(rule)
@@ -550,7 +470,7 @@ class SymmetrizedCalculator(Calculator):
         if change > tolerance:
             warnings.warn(
                 f"symmetrized forces change by {change * 1e3:.2f} meV/Å (RMS) from "
-                f"{self._quadrature.name} to {rule.name}, above the tolerance of "
+                f"{self._policy.rule.name} to {rule.name}, above the tolerance of "
                 f"{tolerance * 1e3:.2f} meV/Å: the model's anisotropy is not averaged out "
                 f"by this rule; use quadrature={finer!r} or finer "
                 "(ase_symcalc.diagnostics.check_convergence shows the whole ladder)",

@@ -9,11 +9,16 @@ their average ``fbar``::
 
 It is computed in float64 and centred (two passes), never as
 ``E[z^2] - E[z]^2``, which loses every digit when the spread is small.
+Every function takes numpy arrays or torch tensors (one implementation for
+the ASE calculator and the torch-sim model): ``*_rmse`` return a float for
+numpy input and a 0-d float64 tensor for torch input (no device sync).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from ._arrays import as_float64, clip_positive, is_torch, sqrt
 
 __all__ = [
     "equivariance_rmse",
@@ -26,9 +31,9 @@ __all__ = [
 
 def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``sum_i w_i values[i]`` over the first axis, in float64."""
-    values = np.asarray(values, dtype=np.float64)
-    weights = np.asarray(weights, dtype=np.float64)
-    return np.tensordot(weights, values, axes=(0, 0))
+    values = as_float64(values)
+    weights = as_float64(weights, like=values)
+    return (weights.reshape((-1,) + (1,) * (values.ndim - 1)) * values).sum(axis=0)
 
 
 def weighted_variance(
@@ -38,7 +43,7 @@ def weighted_variance(
 
     Returns an array of the shape of one ``values[i]``.
     """
-    values = np.asarray(values, dtype=np.float64)
+    values = as_float64(values)
     if mean is None:
         mean = weighted_mean(values, weights)
     deviation = values - mean
@@ -51,20 +56,21 @@ def equivariance_rmse(values: np.ndarray, weights: np.ndarray, mean=None) -> flo
     ``values`` has shape (M, ...) with ``d = prod(...)`` components. Returns NaN
     for a one-point rule, where no spread can be measured.
     """
-    values = np.asarray(values, dtype=np.float64)
+    values = as_float64(values)
     if len(values) < 2:
-        return float("nan")
+        return _scalar(float("nan"), values)
     variance = weighted_variance(values, weights, mean)
-    return float(np.sqrt(max(variance.sum(), 0.0) / max(variance.size, 1)))
+    size = max(int(np.prod(variance.shape)), 1)
+    return _scalar(sqrt(clip_positive(variance.sum()) / size), values)
 
 
 def per_atom_rmse(values: np.ndarray, weights: np.ndarray, mean=None) -> np.ndarray:
     """Per-atom ``sqrt(V_a / 3)`` for stacked (M, N, 3) vectors; NaN for M = 1."""
-    values = np.asarray(values, dtype=np.float64)
+    values = as_float64(values)
     if len(values) < 2:
-        return np.full(values.shape[1], np.nan)
+        return values[0, :, 0] * float("nan")
     variance = weighted_variance(values, weights, mean)
-    return np.sqrt(np.clip(variance.sum(axis=-1), 0.0, None) / values.shape[-1])
+    return sqrt(clip_positive(variance.sum(axis=-1)) / values.shape[-1])
 
 
 def residual_rmse(first, second) -> float:
@@ -77,5 +83,15 @@ def residual_rmse(first, second) -> float:
     estimates the squared residual of a typically oriented average.
     Returned as an RMSE per component, like ``equivariance_rmse``.
     """
-    difference = np.asarray(first, dtype=np.float64) - np.asarray(second, dtype=np.float64)
-    return float(np.sqrt(np.mean(difference * difference) / 2.0))
+    first = as_float64(first)
+    difference = first - as_float64(second, like=first)
+    return _scalar(sqrt((difference * difference).mean() / 2.0), first)
+
+
+def _scalar(value, like):
+    """A Python float for numpy input, a 0-d float64 tensor for torch input."""
+    if is_torch(like):
+        import torch
+
+        return torch.as_tensor(value, dtype=torch.float64, device=like.device)
+    return float(value)

@@ -3,7 +3,8 @@
 Given a model's outputs ``u(g_i) = f(g_i.x)`` on the copies of a rule, the
 back-rotated responses ``z(g_i) = rho(g_i)^-1 u(g_i)`` are averaged with the
 rule's weights (reference section 2) and their spread gives the equivariance
-errors (section 4). Numpy, float64, no ASE.
+errors (section 4). float64, no ASE; numpy arrays or torch tensors alike (the
+ASE calculator and the torch-sim model share this one implementation).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ._arrays import as_float64, cross, pinv
 from .evaluators import StackedOutputs
 from .metrics import equivariance_rmse, per_atom_rmse, weighted_mean
 from .structure_symmetry import (
@@ -86,12 +88,12 @@ def remove_net_torque(forces: np.ndarray, positions: np.ndarray) -> np.ndarray:
     (least squares, via the pseudo-inverse, for linear molecules). Only
     meaningful for non-periodic systems. Works on (N, 3) or stacked (M, N, 3).
     """
-    d = np.asarray(positions, dtype=np.float64)
+    d = as_float64(positions, like=forces)
     d = d - d.mean(axis=0)
-    inertia = np.sum(d * d) * np.eye(3) - d.T @ d
-    torque = np.cross(d, forces).sum(axis=-2)  # (..., 3)
-    omega = -torque @ np.linalg.pinv(inertia).T
-    return forces + np.cross(omega[..., None, :], d)
+    inertia = (d * d).sum() * as_float64(np.eye(3), like=d) - d.T @ d
+    torque = cross(d, forces).sum(axis=-2)  # (..., 3)
+    omega = -torque @ pinv(inertia).T
+    return forces + cross(omega[..., None, :], d)
 
 
 def _clean_forces(forces, net_force, positions):
@@ -124,7 +126,8 @@ def symmetrize(
     z = back_rotate(outputs, matrices)
     forces = _clean_forces(z.forces, net_force_removal, net_torque_positions)
 
-    energy = float(weighted_mean(z.energy, weights))
+    energy = weighted_mean(z.energy, weights)
+    energy = energy if hasattr(energy, "device") else float(energy)  # numpy: a float
     result = SymmetrizedOutputs(
         energy=energy,
         forces=None,

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._arrays import as_float64
+
 __all__ = [
     "apply_to_positions",
     "apply_to_cell",
@@ -56,27 +58,35 @@ def apply_to_cell(cell: np.ndarray, g: np.ndarray) -> np.ndarray:
     return np.asarray(cell, dtype=np.float64) @ proper_part(g).T
 
 
-def rotate_forces(forces: np.ndarray, g: np.ndarray) -> np.ndarray:
+# The four output transforms take numpy arrays or torch tensors (float64):
+# the calculator and the torch-sim model share them.
+
+
+def rotate_forces(forces, g):
     """``rho(g) F = F g^T``; ``g`` may be (3, 3) or stacked (M, 3, 3)."""
-    g = np.asarray(g, dtype=np.float64)
-    return np.matmul(forces, np.swapaxes(g, -1, -2))
+    forces = as_float64(forces)
+    g = as_float64(g, like=forces)
+    return forces @ g.swapaxes(-1, -2)
 
 
-def back_rotate_forces(forces: np.ndarray, g: np.ndarray) -> np.ndarray:
+def back_rotate_forces(forces, g):
     """``rho(g)^-1 F = F g``; (N, 3) with (3, 3), or (M, N, 3) with (M, 3, 3)."""
-    return np.matmul(forces, np.asarray(g, dtype=np.float64))
+    forces = as_float64(forces)
+    return forces @ as_float64(g, like=forces)
 
 
-def rotate_stress(stress: np.ndarray, g: np.ndarray) -> np.ndarray:
+def rotate_stress(stress, g):
     """``rho(g) S = g S g^T`` for 3x3 stress (stacked or not)."""
-    g = np.asarray(g, dtype=np.float64)
-    return g @ stress @ np.swapaxes(g, -1, -2)
+    stress = as_float64(stress)
+    g = as_float64(g, like=stress)
+    return g @ stress @ g.swapaxes(-1, -2)
 
 
-def back_rotate_stress(stress: np.ndarray, g: np.ndarray) -> np.ndarray:
+def back_rotate_stress(stress, g):
     """``rho(g)^-1 S = g^T S g`` for 3x3 stress (stacked or not)."""
-    g = np.asarray(g, dtype=np.float64)
-    return np.swapaxes(g, -1, -2) @ stress @ g
+    stress = as_float64(stress)
+    g = as_float64(g, like=stress)
+    return g.swapaxes(-1, -2) @ stress @ g
 
 
 _VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))

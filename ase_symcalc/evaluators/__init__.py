@@ -6,11 +6,13 @@ import os
 
 from ._base import Evaluator, StackedOutputs, check_outputs
 from .ase_loop import ASECalculatorEvaluator, rotated_atoms
+from .torchsim import TorchSimEvaluator, is_torchsim_model
 
 __all__ = [
     "ASECalculatorEvaluator",
     "Evaluator",
     "StackedOutputs",
+    "TorchSimEvaluator",
     "check_outputs",
     "make_evaluator",
     "rotated_atoms",
@@ -33,11 +35,21 @@ def make_evaluator(base, *, batch_size=None, forces=None, variant=None) -> Evalu
     An ``Evaluator`` is used as is; a metatomic model (a ``.pt`` path, an
     ``AtomisticModel`` or a ``MetatomicCalculator``) gets the batched
     ``MetatomicEvaluator`` (``forces``: ``"direct"``, ``"conservative"`` or
-    ``None`` for the model's own kind; ``variant``: its output variant); any
-    other ASE calculator the generic loop.
+    ``None`` for the model's own kind; ``variant``: its output variant); a
+    torch-sim ``ModelInterface`` (Orb, MACE, ...) the batched
+    ``TorchSimEvaluator``; any other ASE calculator the generic loop.
     """
     if isinstance(base, Evaluator) and not hasattr(base, "get_property"):
         return base
+    if is_torchsim_model(base):
+        return TorchSimEvaluator(base, batch_size=batch_size)
+    from ..models.architectures import download_message, load_torchsim_model, split_spec
+
+    spec = split_spec(base)
+    if spec is not None:  # "orb:FILE", "mace:FILE", "metatomic:FILE"
+        return TorchSimEvaluator(load_torchsim_model(*spec), batch_size=batch_size)
+    if isinstance(base, str) and download_message(base):
+        raise ValueError(download_message(base))
     if _is_metatomic(base):
         from .metatomic import MetatomicEvaluator
 

@@ -1,0 +1,252 @@
+"""A symmetrizing torch-sim model: any torch-sim model, averaged over O(3).
+
+``SymmetrizedModel(inner, quadrature="group:I")`` is a torch-sim
+``ModelInterface``. For every system of a batch it evaluates the inner model
+on the M rotated copies of the rule (all S x M copies in one batched call,
+or ``batch_size`` copies at a time), brings each output back to the input's
+frame and averages: energy, forces and stress come out exactly equivariant
+up to the rule's degree, and torch-sim's integrators (``ts.integrate``,
+``ts.static``, ``ts.optimize``) run on them unchanged. The spread of the
+back-rotated copies is returned beside them, per system, as extra outputs
+that torch-sim keeps on the state:
+
+- ``energy_equivariance_error [S]`` (eV), ``forces_equivariance_error [S]``
+  (eV/Å, RMS per component), ``stress_equivariance_error [S]`` (eV/Å^3),
+- ``forces_equivariance_error_per_atom [N]`` (eV/Å),
+- with ``residual=True`` (or ``quadrature="auto"``) ``forces_residual [S]``
+  etc.: how far the average still is from the exact Haar average.
+
+The rule policy (fixed rule, ``random-grid``, ``random-single``, ``auto``) is
+``rule_policy.RulePolicy`` and the averaging ``symmetrize.symmetrize``: the
+same objects as in ``SymmetrizedCalculator``, run here in torch, float64, on
+the model's device. Needs Python >= 3.12 and ``torch-sim-atomistic``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+try:
+    import torch_sim as ts
+    from torch_sim.models.interface import ModelInterface
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "ase_symcalc.torchsim needs torch-sim (pip install torch-sim-atomistic, "
+        "Python >= 3.12); bash scripts/setup.sh installs it where Python >= 3.12 exists"
+    ) from error
+
+from ._torchsim_copies import CopyLayout, copies_state, run_model
+from .evaluators import StackedOutputs
+from .metrics import residual_rmse
+from .rule_policy import RulePolicy
+from .symmetrize import symmetrize
+
+__all__ = ["SymmetrizedModel", "ERROR_KEYS"]
+
+#: the per-system and per-atom diagnostics every forward returns
+ERROR_KEYS = (
+    "energy_equivariance_error",
+    "forces_equivariance_error",
+    "stress_equivariance_error",
+    "forces_equivariance_error_per_atom",
+)
+
+
+class SymmetrizedModel(ModelInterface):
+    """Average any torch-sim model over a rotation quadrature on O(3).
+
+    Parameters
+    ----------
+    model :
+        The inner torch-sim ``ModelInterface`` (Orb, MACE, metatomic PET, a
+        ``SumModel``, ...). Device and dtype are the inner model's.
+    quadrature, inversion, orientation, mode, seed, tolerance, recheck :
+        The rule and its policy, as in ``SymmetrizedCalculator`` (default
+        ``"group:I"`` with inversion: 120 copies per system, exact to degree 5;
+        ``"auto"``: the cheapest rule of the ladder whose forces residual is
+        below ``tolerance`` on the first batch, the worst system deciding).
+    batch_size :
+        Copies per inner forward call (None: all S x M copies at once).
+        Memory of one forward grows with the copies it holds: M times the
+        inner model's for the same batch when None.
+    remove_net_force :
+        Remove the net force of every back-rotated copy (direct-force models
+        predict a small spurious one that makes the centre of mass drift).
+    residual :
+        Also estimate the residual per system (one more pass over the rule in
+        a Haar-random orientation): ``energy_residual``, ``forces_residual``,
+        ``stress_residual`` [S].
+    """
+
+    def __init__(
+        self,
+        model: ModelInterface,
+        quadrature="group:I",
+        *,
+        inversion: bool = True,
+        orientation="generic",
+        mode: str = "grid",
+        seed: int | None = None,
+        tolerance: float | None = None,
+        recheck: int | None = 100,
+        batch_size: int | None = None,
+        remove_net_force: bool = False,
+        residual: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, ModelInterface):
+            raise TypeError(
+                f"SymmetrizedModel wraps a torch-sim ModelInterface, got {type(model).__name__}; "
+                "for an ASE calculator use ase_symcalc.SymmetrizedCalculator"
+            )
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        self.model = model
+        self.policy = RulePolicy(
+            quadrature,
+            inversion=inversion,
+            orientation=orientation,
+            mode=mode,
+            seed=seed,
+            tolerance=tolerance,
+            recheck=recheck,
+        )
+        self.batch_size = batch_size
+        self.remove_net_force = remove_net_force
+        self.residual = residual
+        self._device = model.device
+        self._dtype = model.dtype
+        self._compute_forces = model.compute_forces
+        self._compute_stress = model.compute_stress
+        #: rotated copies the inner model has evaluated so far
+        self.evaluation_count = 0
+
+    # compute_stress / compute_forces pass to the inner model, as SumModel does
+    @ModelInterface.compute_stress.setter
+    def compute_stress(self, value: bool) -> None:
+        self.model.compute_stress = value
+        self._compute_stress = value
+
+    @ModelInterface.compute_forces.setter
+    def compute_forces(self, value: bool) -> None:
+        self.model.compute_forces = value
+        self._compute_forces = value
+
+    @property
+    def memory_scales_with(self):
+        return self.model.memory_scales_with
+
+    @property
+    def copies_per_system(self) -> int:
+        """Inner-model systems per system of a batch (M, the rule's size)."""
+        return 1 if self.policy.mode == "random-single" else len(self.policy.rule)
+
+    @property
+    def quadrature(self):
+        """The rule in use (``"auto"``: the one chosen so far)."""
+        return self.policy.rule
+
+    # -- forward -------------------------------------------------------------
+
+    def forward(self, state: ts.SimState, **kwargs) -> dict[str, torch.Tensor]:
+        policy = self.policy
+        if policy.climb_due():
+            return self._climb(state)
+        matrices, weights = policy.rule_for_call()
+        averaged = self._average(state, matrices, weights)
+        policy.count_call()
+        if self.residual:
+            averaged.update(self._residual(state, matrices, weights, averaged))
+        elif policy.auto:
+            averaged.update(policy.last_residual)
+        return averaged
+
+    def _average(self, state, matrices, weights, layout=None) -> dict[str, torch.Tensor]:
+        """One pass over a rule for every system: averages and errors, in the model dtype."""
+        g = torch.as_tensor(np.asarray(matrices), dtype=torch.float64, device=state.device)
+        w = torch.as_tensor(np.asarray(weights), dtype=torch.float64, device=state.device)
+        copies, layout = copies_state(state, g, layout)
+        outputs = run_model(self.model, copies, self.batch_size)
+        self.evaluation_count += copies.n_systems
+        n_copies = len(g)
+        energy = outputs["energy"].reshape(state.n_systems, n_copies)
+        forces = outputs.get("forces")
+        stress = outputs.get("stress")
+        dtype = self.dtype
+        result: dict[str, list] = {key: [] for key in ("energy", *ERROR_KEYS[:3])}
+        if forces is not None:
+            result["forces"] = torch.zeros_like(state.positions)
+            result["forces_equivariance_error_per_atom"] = state.positions.new_zeros(
+                state.n_atoms
+            )
+        if stress is not None:
+            result["stress"] = []
+        start = 0
+        for s, atoms in enumerate(layout.atoms_of_system):
+            n = len(atoms)
+            stacked = StackedOutputs(
+                energy=energy[s],
+                forces=None if forces is None else forces[start : start + n_copies * n].reshape(
+                    n_copies, n, 3
+                ),
+                stress=None if stress is None else stress[s * n_copies : (s + 1) * n_copies],
+            )
+            start += n_copies * n
+            mean = symmetrize(stacked, g, w, net_force_removal=self.remove_net_force)
+            result["energy"].append(mean.energy)
+            result["energy_equivariance_error"].append(mean.energy_error)
+            if forces is not None:
+                result["forces"][atoms] = mean.forces.to(dtype)
+                result["forces_equivariance_error"].append(mean.forces_error)
+                per_atom = mean.forces_error_per_atom.to(dtype)
+                result["forces_equivariance_error_per_atom"][atoms] = per_atom
+            if stress is not None:
+                result["stress"].append(mean.stress)
+                result["stress_equivariance_error"].append(mean.stress_error)
+        out = {}
+        for key, value in result.items():
+            if isinstance(value, list):
+                if value:
+                    out[key] = torch.stack(value).to(dtype)
+            else:
+                out[key] = value
+        return out
+
+    def _residual(self, state, matrices, weights, averaged) -> dict[str, torch.Tensor]:
+        """Per system: the same rule in a Haar-random orientation, half the squared gap."""
+        second = self._average(state, matrices @ self.policy.residual_rotation(), weights)
+        residual = {
+            "energy_residual": torch.stack(
+                [residual_rmse(a, b) for a, b in zip(averaged["energy"], second["energy"], strict=True)]
+            )
+        }
+        if "forces" in averaged:
+            per_system = []
+            for atoms in CopyLayout(state.system_idx, state.n_systems, 1).atoms_of_system:
+                per_system.append(
+                    residual_rmse(averaged["forces"][atoms], second["forces"][atoms])
+                )
+            residual["forces_residual"] = torch.stack(per_system)
+        if "stress" in averaged:
+            residual["stress_residual"] = torch.stack(
+                [residual_rmse(a, b) for a, b in zip(averaged["stress"], second["stress"], strict=True)]
+            )
+        return {key: value.to(self.dtype) for key, value in residual.items()}
+
+    def _climb(self, state) -> dict[str, torch.Tensor]:
+        """quadrature="auto": measure the rule on this batch, climb while the residual is large."""
+
+        def measure(rule):
+            averaged = self._average(state, rule.matrices, rule.weights)
+            residual = self._residual(state, rule.matrices, rule.weights, averaged)
+            if "forces_residual" in residual:
+                metric = residual["forces_residual"]
+            else:
+                counts = torch.bincount(state.system_idx, minlength=state.n_systems)
+                metric = residual["energy_residual"] / counts
+            return float(metric.max()), residual, averaged
+
+        _, residual, averaged = self.policy.climb(measure, stacklevel=6)
+        averaged.update(residual)
+        return averaged

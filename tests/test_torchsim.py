@@ -1,0 +1,247 @@
+"""torch-sim models in the calculator, and the symmetrizing torch-sim model.
+
+Real architectures with random weights (no downloads): Orb-v3 direct (not
+equivariant), a small MACE (equivariant: a control), the shipped PET through
+metatomic-torchsim. Skipped where torch-sim is not installed (Python < 3.12).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+pytest.importorskip("torch_sim", reason="torch-sim needs Python >= 3.12")
+import mace  # noqa: E402, F401  (before e3nn on torch 2.13)
+import torch  # noqa: E402
+import torch_sim as ts  # noqa: E402
+
+from ase_symcalc import SymmetrizedCalculator  # noqa: E402
+from ase_symcalc._torchsim_copies import copies_state  # noqa: E402
+from ase_symcalc.evaluators import TorchSimEvaluator, rotated_atoms  # noqa: E402
+from ase_symcalc.models.random_torchsim import (  # noqa: E402
+    random_mace,
+    random_orb,
+    shipped_pet,
+)
+from ase_symcalc.quadrature import get_quadrature  # noqa: E402
+from ase_symcalc.torchsim import ERROR_KEYS, SymmetrizedModel  # noqa: E402
+
+
+def _cu(repeat=(1, 1, 2), rattle=0.05, seed=0, a=3.61):
+    atoms = bulk("Cu", "fcc", a=a, cubic=True).repeat(repeat)
+    atoms.rattle(rattle, seed=seed)
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def orb():
+    return random_orb(seed=1)
+
+
+@pytest.fixture(scope="module")
+def orb64():
+    return random_orb(seed=1, dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def mace64():
+    return random_mace(seed=2)
+
+
+@pytest.fixture(scope="module")
+def pet():
+    return shipped_pet()
+
+
+def _random_o3(seed):
+    from scipy.spatial.transform import Rotation
+
+    g = Rotation.random(random_state=seed).as_matrix()
+    return -g if seed % 2 else g
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3], ids=["proper0", "improper1", "proper2", "improper3"])
+def test_copies_follow_ase_convention(seed):
+    """Columns in torch-sim, rows in ASE: a copy's state is the rotated Atoms' state."""
+    atoms = _cu(repeat=(1, 2, 1))
+    atoms.set_cell(atoms.cell.array + np.array([[0, 0.3, 0], [0.2, 0, 0], [0, 0, 0.1]]))
+    g = _random_o3(seed)
+    state = ts.io.atoms_to_state([atoms], device="cpu", dtype=torch.float64)
+    copies, _ = copies_state(state, torch.as_tensor(g[None]))
+    expected = ts.io.atoms_to_state([rotated_atoms(atoms, g)], device="cpu", dtype=torch.float64)
+    np.testing.assert_allclose(copies.positions, expected.positions, atol=1e-12, err_msg=f"g={g}")
+    np.testing.assert_allclose(copies.cell, expected.cell, atol=1e-12, err_msg=f"g={g}")
+    np.testing.assert_allclose(copies.row_vector_cell[0], rotated_atoms(atoms, g).cell.array)
+
+
+def test_orb_direct_is_not_equivariant_and_its_average_is_exact_on_the_group(orb):
+    atoms = _cu()
+    # the group itself (not the generically oriented coset G O, whose average is
+    # exact under O^T G O): a rattled cell has no symmetry the rule could hide
+    rule = get_quadrature("group:O", orientation=None)
+    calc = SymmetrizedCalculator(orb, quadrature=rule, raw=True)
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    # raw: clearly not equivariant (float32 noise is ~1e-7 eV/Å)
+    assert calc.results["forces_equivariance_error"] > 1e-4
+    assert calc.results["evaluations"] == 48  # the raw call is the identity copy
+    for k in (5, 17, 30, 47):  # elements of the group, reflections included
+        h = rule.matrices[k]
+        moved = rotated_atoms(atoms, h)
+        moved.calc = calc
+        scale = np.abs(forces).max()
+        np.testing.assert_allclose(
+            moved.get_forces(), forces @ h.T, atol=1e-6 * max(scale, 1.0), err_msg=f"h={h}"
+        )
+        np.testing.assert_allclose(moved.get_potential_energy(), atoms.get_potential_energy())
+
+
+def test_orb_design_residual_estimate_matches_the_measured_error(orb64):
+    """The residual estimate of design:t is within 2x of |average - fine average|."""
+    atoms = _cu(repeat=(1, 1, 1), rattle=0.1)
+    atoms.calc = calc = SymmetrizedCalculator(
+        orb64, quadrature="design:6", residual=True, raw=False
+    )
+    forces = atoms.get_forces()
+    estimate = calc.results["forces_residual"]
+    errors = []
+    for seed in range(3):  # the measured error of typically oriented design:6 rules
+        rotated = SymmetrizedCalculator(
+            orb64, quadrature="design:6", raw=False, orientation=_random_o3(2 * seed)
+        )
+        atoms.calc = rotated
+        errors.append(atoms.get_forces())
+    atoms.calc = fine = SymmetrizedCalculator(orb64, quadrature="lebedev:15", raw=False)
+    exact = atoms.get_forces()
+    measured = np.sqrt(np.mean([np.mean((e - exact) ** 2) for e in errors + [forces]]))
+    assert 0 < estimate < 1e-3 * np.abs(forces).max() + 1e-6  # small next to the forces
+    assert measured / 2 < estimate < 2 * measured, (estimate, measured)
+    assert fine.results["quadrature"].startswith("lebedev:15")
+
+
+def test_mace_is_returned_unchanged(mace64):
+    atoms = _cu(rattle=0.1)
+    atoms.calc = calc = SymmetrizedCalculator(mace64, quadrature="group:T", raw=True)
+    forces = atoms.get_forces()
+    stress = atoms.get_stress()
+    np.testing.assert_allclose(forces, calc.results["raw_forces"], atol=1e-10)
+    np.testing.assert_allclose(stress, calc.results["raw_stress"], atol=1e-10)
+    assert calc.results["forces_equivariance_error"] < 1e-10
+
+
+def test_pet_through_torchsim_equals_the_metatomic_evaluator(pet):
+    atoms = _cu(rattle=0.05)
+    # metatomic-torchsim removes the direct forces' net force itself, as the
+    # calculator does for direct metatomic models by default
+    calcs = [SymmetrizedCalculator(model, quadrature="group:T") for model in (pet, "pet-cu-emt")]
+    results = []
+    for calc in calcs:
+        atoms.calc = calc
+        atoms.get_forces()
+        results.append(dict(calc.results))
+    torchsim, metatomic = results
+    np.testing.assert_allclose(torchsim["forces"], metatomic["forces"], atol=2e-5)
+    np.testing.assert_allclose(torchsim["stress"], metatomic["stress"], atol=1e-6)
+    np.testing.assert_allclose(torchsim["energy"], metatomic["energy"], rtol=1e-5)
+    np.testing.assert_allclose(
+        torchsim["forces_equivariance_error"], metatomic["forces_equivariance_error"], rtol=1e-3
+    )
+
+
+@pytest.mark.parametrize("name", ["orb", "pet"])
+def test_one_batched_call_equals_copies_one_by_one(name, orb, pet):
+    model = {"orb": orb, "pet": pet}[name]
+    atoms = _cu()
+    rule = get_quadrature("group:T")
+    batched = TorchSimEvaluator(model).evaluate(atoms, rule.matrices, ["energy", "forces"])
+    single = TorchSimEvaluator(model, batch_size=1).evaluate(
+        atoms, rule.matrices, ["energy", "forces"]
+    )
+    np.testing.assert_allclose(batched.forces, single.forces, atol=2e-5)
+    np.testing.assert_allclose(batched.energy, single.energy, rtol=1e-6)
+
+
+def test_symmetrized_model_md_of_three_systems(orb):
+    systems = [_cu((1, 1, 1), seed=1), _cu((1, 1, 2), seed=2), _cu((1, 2, 2), seed=3)]
+    model = SymmetrizedModel(orb, quadrature="group:T")
+    state = ts.io.atoms_to_state(systems, device="cpu", dtype=torch.float32)
+    output = model(state)
+    assert output["energy"].shape == (3,)
+    assert output["forces"].shape == (state.n_atoms, 3)
+    assert output["stress"].shape == (3, 3, 3)
+    for key in ERROR_KEYS[:3]:
+        assert output[key].shape == (3,) and torch.all(output[key] > 0), key
+    assert output["forces_equivariance_error_per_atom"].shape == (state.n_atoms,)
+    start = 0
+    for atoms in systems:  # step 0 = the calculator, system by system
+        atoms.calc = calc = SymmetrizedCalculator(orb, quadrature="group:T", raw=False)
+        n = len(atoms)
+        forces = output["forces"][start : start + n]
+        np.testing.assert_allclose(forces, atoms.get_forces(), atol=2e-5)
+        np.testing.assert_allclose(
+            output["forces_equivariance_error"][systems.index(atoms)],
+            calc.results["forces_equivariance_error"],
+            rtol=1e-4,
+        )
+        start += n
+    final = ts.integrate(
+        system=systems, model=model, integrator=ts.Integrator.nve, n_steps=3, timestep=0.002,
+        temperature=300,
+    )
+    assert final.n_systems == 3
+    assert torch.isfinite(final.positions).all()
+    copies = 3 * len(model.quadrature)  # 24 copies of each of the 3 systems per forward
+    assert model.evaluation_count % copies == 0 and model.evaluation_count >= 4 * copies
+
+
+def test_symmetrized_model_in_static_optimize_and_langevin(orb):
+    systems = [_cu((1, 1, 1), seed=4), _cu((1, 1, 2), seed=5)]
+    model = SymmetrizedModel(orb, quadrature="group:T", remove_net_force=True)
+    static = ts.static(system=systems, model=model)
+    assert len(static) == 2 and "forces_equivariance_error" in static[0]
+    relaxed = ts.optimize(
+        system=systems, model=model, optimizer=ts.Optimizer.fire, max_steps=3
+    )
+    assert relaxed.n_systems == 2
+    hot = ts.integrate(
+        system=systems, model=model, integrator=ts.Integrator.nvt_langevin, n_steps=2,
+        timestep=0.002, temperature=300,
+    )
+    assert torch.isfinite(hot.positions).all()
+
+
+def test_symmetrized_model_modes_and_residual(orb):
+    state = ts.io.atoms_to_state([_cu((1, 1, 1), seed=6)], device="cpu", dtype=torch.float32)
+    single = SymmetrizedModel(orb, quadrature="group:T", mode="random-single", seed=1)
+    assert single.copies_per_system == 1
+    assert torch.isnan(single(state)["forces_equivariance_error"]).all()
+    residual = SymmetrizedModel(orb, quadrature="group:O", residual=True)
+    output = residual(state)
+    assert output["forces_residual"].shape == (1,) and output["forces_residual"][0] > 0
+    auto = SymmetrizedModel(orb, quadrature="auto", tolerance=1.0)
+    output = auto(state)
+    assert auto.quadrature.name and "forces_residual" in output
+
+
+def test_errors_name_the_fix(orb, tmp_path):
+    with pytest.raises(TypeError, match="ModelInterface"):
+        SymmetrizedModel(object())
+    with pytest.raises(ValueError, match="orb:FILE"):
+        SymmetrizedCalculator("orb-v3-direct-20-omat")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        SymmetrizedCalculator(f"orb:{tmp_path / 'missing.ckpt'}")
+
+
+def test_orb_file_spec_loads_the_weights(orb, tmp_path):
+    """``orb:FILE`` builds the direct architecture and loads the state dict."""
+    full = random_orb(seed=3, size="full")
+    path = tmp_path / "orb-v3-direct-inf-test.ckpt"
+    torch.save(full.model.state_dict(), path)
+    atoms = _cu((1, 1, 1))
+    atoms.calc = from_file = SymmetrizedCalculator(f"orb:{path}", quadrature="group:T")
+    atoms.calc = direct = SymmetrizedCalculator(full, quadrature="group:T")
+    forces = atoms.get_forces()
+    atoms.calc = from_file
+    np.testing.assert_allclose(atoms.get_forces(), forces, atol=1e-5)
+    assert direct.evaluator.name.startswith("torch-sim model")
