@@ -36,14 +36,10 @@ class CopyLayout:
         gather, copy_of_atom = [], []
         for atoms in self.atoms_of_system:
             gather.append(atoms.repeat(n_copies))
-            copy_of_atom.append(
-                torch.arange(n_copies, device=device).repeat_interleave(len(atoms))
-            )
+            copy_of_atom.append(torch.arange(n_copies, device=device).repeat_interleave(len(atoms)))
         self.gather = torch.cat(gather)
         self.copy_of_atom = torch.cat(copy_of_atom)
-        self.system_of_copy = torch.arange(n_systems, device=device).repeat_interleave(
-            n_copies
-        )
+        self.system_of_copy = torch.arange(n_systems, device=device).repeat_interleave(n_copies)
         # expanded system index of every expanded atom
         self.expanded_system_idx = torch.repeat_interleave(
             torch.arange(n_systems * n_copies, device=device),

@@ -23,7 +23,6 @@ from .transforms import matrix_to_voigt
 __all__ = ["SymmetrizedCalculator", "StressNotAvailableError"]
 
 
-
 class StressNotAvailableError(PropertyNotImplementedError):
     """Stress was asked for a structure that is not periodic in 3D."""
 

@@ -177,9 +177,7 @@ class SymmetrizedModel(ModelInterface):
         result: dict[str, list] = {key: [] for key in ("energy", *ERROR_KEYS[:3])}
         if forces is not None:
             result["forces"] = torch.zeros_like(state.positions)
-            result["forces_equivariance_error_per_atom"] = state.positions.new_zeros(
-                state.n_atoms
-            )
+            result["forces_equivariance_error_per_atom"] = state.positions.new_zeros(state.n_atoms)
         if stress is not None:
             result["stress"] = []
         start = 0
@@ -187,9 +185,9 @@ class SymmetrizedModel(ModelInterface):
             n = len(atoms)
             stacked = StackedOutputs(
                 energy=energy[s],
-                forces=None if forces is None else forces[start : start + n_copies * n].reshape(
-                    n_copies, n, 3
-                ),
+                forces=None
+                if forces is None
+                else forces[start : start + n_copies * n].reshape(n_copies, n, 3),
                 stress=None if stress is None else stress[s * n_copies : (s + 1) * n_copies],
             )
             start += n_copies * n
@@ -216,22 +214,16 @@ class SymmetrizedModel(ModelInterface):
     def _residual(self, state, matrices, weights, averaged) -> dict[str, torch.Tensor]:
         """Per system: the same rule in a Haar-random orientation, half the squared gap."""
         second = self._average(state, matrices @ self.policy.residual_rotation(), weights)
-        residual = {
-            "energy_residual": torch.stack(
-                [residual_rmse(a, b) for a, b in zip(averaged["energy"], second["energy"], strict=True)]
-            )
-        }
+        pairs = zip(averaged["energy"], second["energy"], strict=True)
+        residual = {"energy_residual": torch.stack([residual_rmse(a, b) for a, b in pairs])}
         if "forces" in averaged:
             per_system = []
             for atoms in CopyLayout(state.system_idx, state.n_systems, 1).atoms_of_system:
-                per_system.append(
-                    residual_rmse(averaged["forces"][atoms], second["forces"][atoms])
-                )
+                per_system.append(residual_rmse(averaged["forces"][atoms], second["forces"][atoms]))
             residual["forces_residual"] = torch.stack(per_system)
         if "stress" in averaged:
-            residual["stress_residual"] = torch.stack(
-                [residual_rmse(a, b) for a, b in zip(averaged["stress"], second["stress"], strict=True)]
-            )
+            pairs = zip(averaged["stress"], second["stress"], strict=True)
+            residual["stress_residual"] = torch.stack([residual_rmse(a, b) for a, b in pairs])
         return {key: value.to(self.dtype) for key, value in residual.items()}
 
     def _climb(self, state) -> dict[str, torch.Tensor]:

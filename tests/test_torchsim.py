@@ -186,7 +186,11 @@ def test_symmetrized_model_md_of_three_systems(orb):
         )
         start += n
     final = ts.integrate(
-        system=systems, model=model, integrator=ts.Integrator.nve, n_steps=3, timestep=0.002,
+        system=systems,
+        model=model,
+        integrator=ts.Integrator.nve,
+        n_steps=3,
+        timestep=0.002,
         temperature=300,
     )
     assert final.n_systems == 3
@@ -200,13 +204,15 @@ def test_symmetrized_model_in_static_optimize_and_langevin(orb):
     model = SymmetrizedModel(orb, quadrature="group:T", remove_net_force=True)
     static = ts.static(system=systems, model=model)
     assert len(static) == 2 and "forces_equivariance_error" in static[0]
-    relaxed = ts.optimize(
-        system=systems, model=model, optimizer=ts.Optimizer.fire, max_steps=3
-    )
+    relaxed = ts.optimize(system=systems, model=model, optimizer=ts.Optimizer.fire, max_steps=3)
     assert relaxed.n_systems == 2
     hot = ts.integrate(
-        system=systems, model=model, integrator=ts.Integrator.nvt_langevin, n_steps=2,
-        timestep=0.002, temperature=300,
+        system=systems,
+        model=model,
+        integrator=ts.Integrator.nvt_langevin,
+        n_steps=2,
+        timestep=0.002,
+        temperature=300,
     )
     assert torch.isfinite(hot.positions).all()
 

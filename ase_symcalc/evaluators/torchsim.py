@@ -41,9 +41,7 @@ class TorchSimEvaluator:
 
     def __init__(self, model, batch_size: int | None = None):
         if not is_torchsim_model(model):
-            raise TypeError(
-                f"expected a torch-sim ModelInterface, got {type(model).__name__}"
-            )
+            raise TypeError(f"expected a torch-sim ModelInterface, got {type(model).__name__}")
         self.model = model
         self.batch_size = batch_size
         self.name = f"torch-sim model {type(model).__name__}"
