@@ -16,16 +16,26 @@ class CommandError(Exception):
 VARIANT_HELP = "output variant of a multi-head metatomic model (e.g. pbe: energy/pbe)"
 
 
-MODEL_HELP = "shipped model name or metatomic .pt file"
+MODEL_HELP = (
+    "shipped model name, metatomic .pt file, or ARCH:FILE for any architecture "
+    "through torch-sim (orb:FILE, mace:FILE, metatomic:FILE)"
+)
 
 
 def add_model_options(parser, *, positional=False, forces=False, batch_size=False) -> None:
-    """The model (a shipped name or a .pt file), its variant, and optionally
-    its force mode and batch size."""
+    """The model (a shipped name, a .pt file or ARCH:FILE), its variant, and
+    optionally its force mode and batch size."""
     if positional:
         parser.add_argument("model", help=MODEL_HELP)
     else:
         parser.add_argument("--model", default=None, help=MODEL_HELP)
+        parser.add_argument(
+            "--arch",
+            default=None,
+            choices=["orb", "mace", "metatomic"],
+            help="the model's architecture, with --model-path (same as --model ARCH:FILE)",
+        )
+        parser.add_argument("--model-path", default=None, help="the model file, with --arch")
     if forces:
         parser.add_argument("--forces", default=None, choices=["direct", "conservative"])
     if batch_size:
@@ -90,16 +100,38 @@ def _load_structure(path):
     return atoms
 
 
+def combine_model_options(args) -> None:
+    """``--arch A --model-path F`` -> ``args.model = "A:F"`` (janus-core's spelling)."""
+    arch, path = getattr(args, "arch", None), getattr(args, "model_path", None)
+    if arch is None and path is None:
+        return
+    if arch is None or path is None:
+        raise CommandError("--arch and --model-path go together (or give --model ARCH:FILE)")
+    if args.model is not None:
+        raise CommandError("give either --model or --arch/--model-path, not both")
+    args.model = f"{arch}:{path}"
+
+
 def _model_path(model):
+    """The model as the calculator takes it: a file path or an ``ARCH:FILE`` spec."""
     from ..models import list_pretrained
     from ..models import path as shipped_path
+    from ..models.architectures import download_message, split_spec
 
+    spec = split_spec(model)
+    if spec is not None:
+        if not Path(spec[1]).is_file():
+            raise CommandError(f"{spec[0]} model file '{spec[1]}' does not exist")
+        return model
+    if model is not None and download_message(model):
+        raise CommandError(download_message(model))
     if model is None or model in list_pretrained():
         return str(shipped_path(model))
     if not Path(model).is_file():
         raise CommandError(
             f"unknown model '{model}': neither a shipped model "
-            f"({', '.join(list_pretrained())}) nor an existing .pt file"
+            f"({', '.join(list_pretrained())}), an existing .pt file, nor ARCH:FILE "
+            "(orb:FILE, mace:FILE, metatomic:FILE)"
         )
     return model
 
@@ -126,7 +158,7 @@ def _make_calculator(args, model_path):
             raw=True,
             **_rule_kwargs(args),
         )
-    except ValueError as error:
+    except (ValueError, ImportError) as error:
         raise CommandError(str(error)) from error
 
 

@@ -30,7 +30,15 @@ def add_parser(sub) -> None:
 
 
 def run_export(args) -> int:
-    source = Path(_model_path(args.model))
+    from ..models.architectures import split_spec
+
+    spec = split_spec(args.model)
+    if spec is not None and spec[0] != "metatomic":
+        raise CommandError(
+            f"export-metatomic writes metatomic models; a {spec[0]} model runs through "
+            "torch-sim instead (SymmetrizedCalculator, or ase_symcalc.torchsim.SymmetrizedModel)"
+        )
+    source = Path(_model_path(spec[1] if spec else args.model))
     destination = Path(args.output)
     if destination.suffix != ".pt":
         raise CommandError(f"'{destination}' should end in .pt (a metatomic model file)")

@@ -36,7 +36,9 @@ class TorchSimEvaluator:
         A torch-sim ``ModelInterface`` (``OrbModel``, ``MaceModel``,
         ``metatomic_torchsim.MetatomicModel``, a ``SumModel``, ...).
     batch_size :
-        Copies per forward call; None (default): all copies in one call.
+        Copies per forward call; None (default): calls of up to 1024 atoms
+        (``DEFAULT_ATOMS_PER_CALL``; all copies of a small structure in one call).
+        Memory grows with the atoms of a call: raise it on a large GPU.
     """
 
     def __init__(self, model, batch_size: int | None = None):
