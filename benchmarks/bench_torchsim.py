@@ -15,12 +15,15 @@ through ``metatomic-torchsim``. Structure: 108 Cu atoms, rattled.
    calculator)``, the rotated ``Atoms`` one by one through the model's own ASE
    calculator (``ORBCalculator``, ``MetatomicCalculator``). Median of
    ``--repeats`` calls on slightly moved atoms after one warm-up call.
-2. The wrapper's own overhead: ``SymmetrizedModel.forward`` on 8 systems
-   against the inner model alone on the same 8 x M prebuilt copies; the
-   difference (building copies, back-rotating, averaging, errors) as a
+2. The wrapper's own overhead: ``SymmetrizedModel.forward`` on 4 systems of
+   32 atoms against the inner model alone on the same 4 x M prebuilt copies;
+   the difference (building copies, back-rotating, averaging, errors) as a
    fraction of the model time.
-3. torch-sim MD (NVT Langevin) of 8 systems of 32 atoms: time per step of
-   the symmetrizing model (M = 24) over the raw model.
+3. torch-sim MD (NVT Langevin) of 4 systems of 32 atoms: time per step of
+   the symmetrizing model (M = 24) over the raw model (2 steps after one).
+
+On CPU a full-size Orb-v3 takes about 0.7 s per copy of 108 atoms, so the
+M = 120 rows take minutes per call: ``--repeats 1`` there is a single timing.
 """
 
 from __future__ import annotations
@@ -71,7 +74,6 @@ def _sync(device):
 def _median_call(calc, atoms, repeats, device):
     atoms = atoms.copy()
     atoms.calc = calc
-    atoms.get_forces()  # warm-up (neighbour kernels, allocator)
     times = []
     for step in range(repeats):
         atoms.positions[0, 0] += 1e-3 * (step + 1)
@@ -90,6 +92,10 @@ def bench_batched_vs_loop(names, rules, repeats, device):
     atoms = _atoms()
     for name in names:
         model, ase_calc = _models(name, device)
+        for base in (model, ase_calc):  # warm-up: kernels compile on first use
+            warm = atoms.copy()
+            warm.calc = SymmetrizedCalculator(base, quadrature="identity", raw=False)
+            warm.get_forces()
         for spec in rules:
             rule = get_quadrature(spec)
             batched = SymmetrizedCalculator(model, quadrature=rule, raw=False)
@@ -113,7 +119,7 @@ def bench_batched_vs_loop(names, rules, repeats, device):
     return rows
 
 
-def bench_overhead(names, repeats, device, n_systems=8, spec="group:O"):
+def bench_overhead(names, repeats, device, n_systems=4, spec="group:O"):
     import torch
     import torch_sim as ts
 
@@ -162,7 +168,7 @@ def bench_overhead(names, repeats, device, n_systems=8, spec="group:O"):
     return rows
 
 
-def bench_md(names, device, n_systems=8, steps=4, spec="group:O"):
+def bench_md(names, device, n_systems=4, steps=2, spec="group:O"):
     import torch_sim as ts
 
     from ase_symcalc.torchsim import SymmetrizedModel

@@ -133,7 +133,7 @@ def test_calculator_warns_once_when_its_rule_is_not_converged(cu4):
     moved = cu4.copy()
     moved.positions[0] += 0.01
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)
         calc.calculate(moved, ["forces"])  # once only
         converged.calculate(cu4, ["forces"])
     assert converged.evaluation_count == 120 + 364 + 1  # rule, finer rule once, raw

@@ -9,7 +9,7 @@ from ase import Atoms
 from ase.calculators.emt import EMT
 from conftest import copper
 
-import ase_symcalc.calculator as calculator_module
+import ase_symcalc.rule_policy as rule_policy_module
 from ase_symcalc import SymmetrizedCalculator, get_quadrature
 from ase_symcalc.quadrature import auto_ladder
 from ase_symcalc.testing import AnisotropicCalculator
@@ -117,7 +117,7 @@ def test_auto_rechecks_and_climbs_with_a_warning():
 
 def test_auto_refuses_a_tolerance_no_rule_reaches(cu4, monkeypatch):
     monkeypatch.setattr(
-        calculator_module, "auto_ladder", lambda: (("group:T", False), ("group:O", False))
+        rule_policy_module, "auto_ladder", lambda: (("group:T", False), ("group:O", False))
     )
     calc = SymmetrizedCalculator(_model((4, 0.5, "pair")), quadrature="auto", tolerance=1e-8)
     with pytest.raises(ValueError, match=r"no rule on the auto ladder .* best is .* group:"):
