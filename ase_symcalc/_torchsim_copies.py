@@ -18,10 +18,13 @@ import torch
 __all__ = ["CopyLayout", "DEFAULT_ATOMS_PER_CALL", "copies_state", "run_model", "copies_of_atoms"]
 
 #: without a batch size, copies go through the model in calls of at most this
-#: many atoms (at least one copy per call): a full-size Orb-v3 holds about
-#: 0.6 GB per 108 atoms with 20 neighbours (1.8 GB with 120), so all 120
-#: copies of a 108-atom cell in one call would not fit in 24 GB
-DEFAULT_ATOMS_PER_CALL = 1024
+#: many atoms (at least one copy per call). CPU: batching does not pay, it
+#: costs (full-size Orb-v3, 108 atoms, 24 copies, 1 thread: 18.9 s one copy
+#: per call, 20.6 s four, 33.3 s nine; the loop of ASE calls 22.3 s), so only
+#: small structures are batched. GPU: batches fill the device; a full-size
+#: Orb-v3 holds about 0.6 GB per 108 atoms with 20 neighbours (1.8 GB with
+#: 120), so all 120 copies of a 108-atom cell in one call would need 70 GB+.
+DEFAULT_ATOMS_PER_CALL = {"cpu": 128, "cuda": 2048}
 
 
 class CopyLayout:
@@ -91,17 +94,19 @@ def copies_state(state, matrices: torch.Tensor, layout: CopyLayout | None = None
 
 def chunks(state, batch_size: int | None) -> list[list[int]]:
     """Systems per call: ``batch_size`` at a time, or (None) up to
-    ``DEFAULT_ATOMS_PER_CALL`` atoms at a time, at least one system per call."""
+    ``DEFAULT_ATOMS_PER_CALL`` atoms of the device at a time, at least one
+    system per call."""
     n_systems = state.n_systems
     if batch_size is not None:
         return [
             list(range(start, min(start + batch_size, n_systems)))
             for start in range(0, n_systems, batch_size)
         ]
+    limit = DEFAULT_ATOMS_PER_CALL["cpu" if state.device.type == "cpu" else "cuda"]
     counts = torch.bincount(state.system_idx, minlength=n_systems).tolist()
     groups, current, atoms = [], [], 0
     for system, count in enumerate(counts):
-        if current and atoms + count > DEFAULT_ATOMS_PER_CALL:
+        if current and atoms + count > limit:
             groups.append(current)
             current, atoms = [], 0
         current.append(system)

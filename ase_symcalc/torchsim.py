@@ -67,10 +67,11 @@ class SymmetrizedModel(ModelInterface):
         ``"auto"``: the cheapest rule of the ladder whose forces residual is
         below ``tolerance`` on the first batch, the worst system deciding).
     batch_size :
-        Copies per inner forward call; None: calls of up to 1024 atoms
+        Copies per inner forward call; None: calls of up to 128 atoms on CPU
+        (batching costs there) and 2048 on GPU
         (``_torchsim_copies.DEFAULT_ATOMS_PER_CALL``). The S x M copies of a
         batch hold M times the atoms of the batch, so memory is bounded by the
-        call size, not by M; raise it on a large GPU.
+        call size, not by M.
     remove_net_force :
         Remove the net force of every back-rotated copy (direct-force models
         predict a small spurious one that makes the centre of mass drift).

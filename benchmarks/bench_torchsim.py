@@ -1,7 +1,7 @@
 """torch-sim models: one batched call against the loop of ASE calls, MD, overhead.
 
     python benchmarks/bench_torchsim.py [--device cpu|cuda] [--repeats 3]
-                                        [--models orb pet] [--rules group:O group:I]
+                                        [--models orb pet] [--rules group:T group:I]
                                         [--json benchmarks/results/torchsim-cpu.json]
 
 Models (random weights where a download would be needed): ``orb`` = Orb-v3
@@ -9,7 +9,7 @@ direct at its published size (``orb_v3_direct_architecture()``, radius 6 Å,
 20 neighbours as the ``-20`` models), ``pet`` = the shipped ``pet-cu-emt``
 through ``metatomic-torchsim``. Structure: 108 Cu atoms, rattled.
 
-1. Symmetrized evaluation, M = 24 (``group:O``) and 120 (``group:I`` with
+1. Symmetrized evaluation, M = 24 (``group:T``) and 120 (``group:I`` with
    inversion): ``batched`` = ``SymmetrizedCalculator(torch-sim model)``, all
    M copies in one forward call; ``loop`` = ``SymmetrizedCalculator(ASE
    calculator)``, the rotated ``Atoms`` one by one through the model's own ASE
@@ -119,7 +119,7 @@ def bench_batched_vs_loop(names, rules, repeats, device):
     return rows
 
 
-def bench_overhead(names, repeats, device, n_systems=4, spec="group:O"):
+def bench_overhead(names, repeats, device, n_systems=4, spec="group:T"):
     import torch
     import torch_sim as ts
 
@@ -168,7 +168,7 @@ def bench_overhead(names, repeats, device, n_systems=4, spec="group:O"):
     return rows
 
 
-def bench_md(names, device, n_systems=4, steps=2, spec="group:O"):
+def bench_md(names, device, n_systems=4, steps=2, spec="group:T"):
     import torch_sim as ts
 
     from ase_symcalc.torchsim import SymmetrizedModel
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["orb", "pet"])
-    parser.add_argument("--rules", nargs="+", default=["group:O", "group:I"])
+    parser.add_argument("--rules", nargs="+", default=["group:T", "group:I"])
     parser.add_argument("--skip", nargs="*", default=[], choices=["calls", "overhead", "md"])
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)

@@ -251,3 +251,23 @@ def test_orb_file_spec_loads_the_weights(orb, tmp_path):
     atoms.calc = from_file
     np.testing.assert_allclose(atoms.get_forces(), forces, atol=1e-5)
     assert direct.evaluator.name.startswith("torch-sim model")
+
+
+def test_cli_takes_an_architecture_and_a_file(tmp_path, capsys):
+    from ase.io import write
+
+    from ase_symcalc.cli import main
+
+    path = tmp_path / "orb-v3-direct-20-random.ckpt"
+    torch.save(random_orb(seed=4, size="full", max_num_neighbors=20).model.state_dict(), path)
+    write(tmp_path / "frames.extxyz", [_cu((1, 1, 1), seed=7)])
+    out = tmp_path / "cmp"
+    args = ["compare", str(tmp_path / "frames.extxyz"), "--quadrature", "group:T"]
+    assert main([*args, "--model", f"orb:{path}", "--output", str(out)]) == 0
+    assert (tmp_path / "cmp.csv").read_text().count("\n") == 2  # header + one frame
+    assert main([*args, "--arch", "orb", "--model-path", str(path), "--output", str(out)]) == 0
+    capsys.readouterr()
+    assert main([*args, "--model", "orb-v3-direct-20-omat"]) == 2
+    assert "give the file instead, --model orb:FILE" in capsys.readouterr().err
+    assert main([*args, "--arch", "orb"]) == 2
+    assert "--arch and --model-path go together" in capsys.readouterr().err

@@ -36,9 +36,10 @@ class TorchSimEvaluator:
         A torch-sim ``ModelInterface`` (``OrbModel``, ``MaceModel``,
         ``metatomic_torchsim.MetatomicModel``, a ``SumModel``, ...).
     batch_size :
-        Copies per forward call; None (default): calls of up to 1024 atoms
-        (``DEFAULT_ATOMS_PER_CALL``; all copies of a small structure in one call).
-        Memory grows with the atoms of a call: raise it on a large GPU.
+        Copies per forward call; None (default): calls of up to 128 atoms on
+        CPU (batching costs there: one copy per call for 108 atoms) and 2048
+        on GPU (``_torchsim_copies.DEFAULT_ATOMS_PER_CALL``). Memory grows
+        with the atoms of a call.
     """
 
     def __init__(self, model, batch_size: int | None = None):
