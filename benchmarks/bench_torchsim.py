@@ -15,11 +15,11 @@ through ``metatomic-torchsim``. Structure: 108 Cu atoms, rattled.
    calculator)``, the rotated ``Atoms`` one by one through the model's own ASE
    calculator (``ORBCalculator``, ``MetatomicCalculator``). Median of
    ``--repeats`` calls on slightly moved atoms after one warm-up call.
-2. The wrapper's own overhead: ``SymmetrizedModel.forward`` on 4 systems of
-   32 atoms against the inner model alone on the same 4 x M prebuilt copies;
+2. The wrapper's own overhead: ``SymmetrizedModel.forward`` on 8 systems of
+   32 atoms against the inner model alone on the same 8 x M prebuilt copies;
    the difference (building copies, back-rotating, averaging, errors) as a
    fraction of the model time.
-3. torch-sim MD (NVT Langevin) of 4 systems of 32 atoms: time per step of
+3. torch-sim MD (NVT Langevin) of 8 systems of 32 atoms: time per step of
    the symmetrizing model (M = 24) over the raw model (2 steps after one).
 
 On CPU a full-size Orb-v3 takes about 0.7 s per copy of 108 atoms, so the
@@ -119,7 +119,7 @@ def bench_batched_vs_loop(names, rules, repeats, device):
     return rows
 
 
-def bench_overhead(names, repeats, device, n_systems=4, spec="group:T"):
+def bench_overhead(names, repeats, device, n_systems=8, spec="group:T"):
     import torch
     import torch_sim as ts
 
@@ -168,7 +168,7 @@ def bench_overhead(names, repeats, device, n_systems=4, spec="group:T"):
     return rows
 
 
-def bench_md(names, device, n_systems=4, steps=2, spec="group:T"):
+def bench_md(names, device, n_systems=8, steps=2, spec="group:T"):
     import torch_sim as ts
 
     from ase_symcalc.torchsim import SymmetrizedModel
