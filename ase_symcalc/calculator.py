@@ -227,7 +227,6 @@ class SymmetrizedCalculator(Calculator):
             recheck=p.recheck,
         )
         self._quadrature = self._policy.rule  # set(): "configured" marker
-        self._auto = self._policy.auto
         tolerance = p.symmetry_tolerance
         if not isinstance(tolerance, (int, float)) or not tolerance > 0:
             raise ValueError(
