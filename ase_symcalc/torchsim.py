@@ -36,7 +36,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         "Python >= 3.12); bash scripts/setup.sh installs it where Python >= 3.12 exists"
     ) from error
 
-from ._torchsim_copies import CopyLayout, copies_state, run_model
+from ._torchsim_copies import copies_state, run_model
 from .evaluators import StackedOutputs
 from .metrics import residual_rmse
 from .rule_policy import RulePolicy
@@ -164,11 +164,11 @@ class SymmetrizedModel(ModelInterface):
             averaged.update(policy.last_residual)
         return averaged
 
-    def _average(self, state, matrices, weights, layout=None) -> dict[str, torch.Tensor]:
+    def _average(self, state, matrices, weights) -> dict[str, torch.Tensor]:
         """One pass over a rule for every system: averages and errors, in the model dtype."""
         g = torch.as_tensor(np.asarray(matrices), dtype=torch.float64, device=state.device)
         w = torch.as_tensor(np.asarray(weights), dtype=torch.float64, device=state.device)
-        copies, layout = copies_state(state, g, layout)
+        copies, layout = copies_state(state, g)
         outputs = run_model(self.model, copies, self.batch_size)
         self.evaluation_count += copies.n_systems
         n_copies = len(g)
@@ -220,7 +220,9 @@ class SymmetrizedModel(ModelInterface):
         residual = {"energy_residual": torch.stack([residual_rmse(a, b) for a, b in pairs])}
         if "forces" in averaged:
             per_system = []
-            for atoms in CopyLayout(state.system_idx, state.n_systems, 1).atoms_of_system:
+            counts = torch.bincount(state.system_idx, minlength=state.n_systems).tolist()
+            order = torch.argsort(state.system_idx, stable=True)
+            for atoms in torch.split(order, counts):
                 per_system.append(residual_rmse(averaged["forces"][atoms], second["forces"][atoms]))
             residual["forces_residual"] = torch.stack(per_system)
         if "stress" in averaged:
