@@ -1,6 +1,6 @@
 """Regenerate the shipped model from scratch: EMT data, metatrain PET, export.
 
-    python -m ase_symcalc.models.train [--recipe v1|elastic] [--workdir build/model]
+    python -m ase_symcalc.models.train [--recipe v1|elastic-v2|...] [--workdir build/model]
                                        [--epochs N] [--hyper d_pet=64 ...] [--no-install]
 
 Needs the ``[train]`` extra (metatrain). Generates copper data with ASE's EMT
@@ -8,8 +8,9 @@ Needs the ``[train]`` extra (metatrain). Generates copper data with ASE's EMT
 vacancies, a (111) surface slab; energies, forces and full stress), trains a
 small PET with direct (non-conservative) forces and stress (metatrain applies
 random O(3) augmentation to every training batch), evaluates it on a held-out
-test set generated with other seeds (``RECIPES``: ``v1`` made the shipped
-model, ``elastic`` also fits its stress response), and copies the exported metatomic model
+test set generated with other seeds (``RECIPES``: ``v1`` made the first shipped
+model, ``elastic-v2`` the current one, which also fits the stress response in
+two stages), and copies the exported metatomic model
 and a JSON record (command, seed, versions, accuracy) into
 ``ase_symcalc/models/data/``.
 """
@@ -133,7 +134,7 @@ architecture:
     batch_size: 8
     learning_rate: {learning_rate}
     warmup_fraction: 0.02
-    num_epochs: {epochs}
+    num_epochs: {epochs}{finetune}
     checkpoint_interval: {checkpoint_interval}
     log_interval: 10
     # targets whose loss is not divided by the atom count (the stress is intensive)
@@ -141,7 +142,7 @@ architecture:
     loss:
       energy:
         type: mse
-        weight: 1.0
+        weight: {energy_weight}
         gradients:
           positions:
             weight: 1.0
@@ -149,7 +150,10 @@ architecture:
             weight: {stress_weight}
       non_conservative_stress:
         type: mse
-        weight: {stress_weight}
+        weight: {direct_stress_weight}
+      non_conservative_forces:
+        type: mse
+        weight: {direct_forces_weight}
 training_set:
   systems:
     read_from: train.extxyz
@@ -220,7 +224,55 @@ RECIPES = {
         "learning_rate": 1e-3,
         "data_scale": 0.6,
     },
+    # "elastic-fast", then fine-tuning stages that start from its epoch-90
+    # weights with the direct heads weighted up. With every target in one loss
+    # the direct stress weighs far less than the energy's strain gradient, so
+    # in stage 1 it learned the pressure only (C44 0.6 GPa at epoch 90); stage
+    # 2 teaches it the shear response (C44 0.6 -> 102 GPa in 25 epochs), stage 3
+    # the direct forces and the energy, which stage 2 left at 2x their targets
+    "elastic-v2": {
+        "epochs": 100,
+        "stress_weight": 10.0,
+        "energy_gradients": "on",
+        "stress_per_structure": True,
+        "strained_cells": True,
+        "learning_rate": 1e-3,
+        "data_scale": 0.6,
+        "finetune_from_epoch": 90,
+        "finetune": [
+            {
+                "epochs": 60,
+                "learning_rate": 1e-3,
+                "direct_stress_weight": 300.0,
+                "direct_forces_weight": 3.0,
+                "energy_weight": 1.0,
+            },
+            {
+                "epochs": 80,
+                "learning_rate": 5e-4,
+                "direct_stress_weight": 300.0,
+                "direct_forces_weight": 20.0,
+                "energy_weight": 3.0,
+            },
+        ],
+    },
 }
+
+
+def _mtt_train(work: Path, options: str, output: str) -> None:
+    mtt = shutil.which("mtt") or str(Path(sys.executable).parent / "mtt")
+    subprocess.run([mtt, "train", options, "-o", output], cwd=work, check=True)
+
+
+def _checkpoint(work: Path, epoch: int) -> Path:
+    """Stage 1's checkpoint at ``epoch`` (metatrain writes outputs/DATE/TIME/)."""
+    found = sorted(work.glob(f"outputs/*/*/model_{epoch}.ckpt"))
+    if not found:
+        raise FileNotFoundError(
+            f"no model_{epoch}.ckpt under {work / 'outputs'}: stage 1 did not reach epoch "
+            f"{epoch}; give a checkpoint with --finetune-from"
+        )
+    return found[-1]
 
 
 def _versions() -> dict:
@@ -293,6 +345,22 @@ def main(argv=None) -> int:
         help="fraction of the default number of training frames (recipe's, or 1)",
     )
     parser.add_argument("--learning-rate", default=None, type=float, help="(recipe's, or 3e-4)")
+    parser.add_argument(
+        "--finetune-from",
+        default=None,
+        type=Path,
+        metavar="CKPT",
+        help="skip stage 1 of a two-stage recipe (elastic-v2) and fine-tune this metatrain "
+        "checkpoint (e.g. stage 1's outputs/DATE/TIME/model_90.ckpt)",
+    )
+    parser.add_argument(
+        "--start-stage",
+        default=2,
+        type=int,
+        metavar="N",
+        help="with --finetune-from: the fine-tuning stage that CKPT starts (default 2, the "
+        "first; 3 resumes a run whose stage 2 ended in CKPT)",
+    )
     parser.add_argument("--no-install", action="store_true", help="leave data/ untouched")
     parser.add_argument(
         "--no-evaluate", action="store_true", help="skip the held-out evaluation (pilot runs)"
@@ -324,20 +392,49 @@ def main(argv=None) -> int:
     print(f"data: {len(train)} training, {len(test)} test frames ({time.time() - start:.0f} s)")
 
     model = "\n".join(f"    {k}: {v}" for k, v in hypers.items())
-    (work / "options.yaml").write_text(
-        OPTIONS.format(
-            seed=args.seed,
-            model=model,
-            epochs=recipe["epochs"],
-            learning_rate=recipe["learning_rate"],
-            checkpoint_interval=max(recipe["epochs"] // 10, 1),
-            stress_weight=recipe["stress_weight"],
-            conservative=recipe["energy_gradients"],
-            per_structure="non_conservative_stress" if recipe["stress_per_structure"] else "",
-        )
+    stage1 = {
+        "seed": args.seed,
+        "model": model,
+        "epochs": recipe["epochs"],
+        "finetune": "",
+        "learning_rate": recipe["learning_rate"],
+        "checkpoint_interval": max(recipe["epochs"] // 10, 1),
+        "stress_weight": recipe["stress_weight"],
+        "direct_stress_weight": recipe["stress_weight"],
+        "direct_forces_weight": 1.0,
+        "energy_weight": 1.0,
+        "conservative": recipe["energy_gradients"],
+        "per_structure": "non_conservative_stress" if recipe["stress_per_structure"] else "",
+    }
+    stages = recipe.get("finetune", [])
+    if args.finetune_from is not None and not stages:
+        parser.error(f"--finetune-from: recipe {args.recipe!r} has no fine-tuning stage")
+    if args.finetune_from is None:
+        (work / "options.yaml").write_text(OPTIONS.format(**stage1))
+        _mtt_train(work, "options.yaml", "model-stage1.pt" if stages else "model.pt")
+    checkpoint = args.finetune_from or (
+        _checkpoint(work, recipe["finetune_from_epoch"]) if stages else None
     )
-    mtt = shutil.which("mtt") or str(Path(sys.executable).parent / "mtt")
-    subprocess.run([mtt, "train", "options.yaml", "-o", "model.pt"], cwd=work, check=True)
+    if not 2 <= args.start_stage <= len(stages) + 1 and stages:
+        parser.error(f"--start-stage: recipe {args.recipe!r} has stages 2 to {len(stages) + 1}")
+    for number, stage in enumerate(stages, start=2):
+        if number < args.start_stage:
+            continue
+        # metatrain's fine-tuning: new optimizer and schedule, the checkpoint's best weights
+        block = (
+            f"\n    finetune:\n      read_from: {Path(checkpoint).resolve()}\n      method: full"
+        )
+        options = {
+            **stage1,
+            **stage,
+            "finetune": block,
+            "checkpoint_interval": 5,
+        }
+        name = f"options-stage{number}.yaml"
+        (work / name).write_text(OPTIONS.format(**options))
+        output = "model.pt" if number == len(stages) + 1 else f"model-stage{number}.pt"
+        _mtt_train(work, name, output)
+        checkpoint = work / Path(output).with_suffix(".ckpt")
     elapsed = time.time() - start
     if args.no_evaluate:
         return 0
@@ -354,6 +451,8 @@ def main(argv=None) -> int:
         "epochs": recipe["epochs"],
         "hypers": hypers,
         "training": recipe,
+        "finetuned_from": str(args.finetune_from) if args.finetune_from else None,
+        "start_stage": args.start_stage if args.finetune_from else None,
         "training_frames": len(train),
         "test_frames": len(test),
         "wall_time_s": round(elapsed),

@@ -1,0 +1,78 @@
+"""The training script's recipes render the metatrain options they promise.
+
+metatrain itself is not run (hours on CPU): `_mtt_train` is replaced by a
+stand-in that records the calls and writes the checkpoints metatrain would.
+"""
+
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from ase_symcalc.models import train
+
+yaml = pytest.importorskip("yaml")
+
+
+@pytest.fixture()
+def fake_training(monkeypatch):
+    calls = []
+
+    def frames(seed, scale=1.0, strained_cells=False):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.calc = EMT()
+        atoms.get_stress()
+        return [atoms]
+
+    def mtt_train(work, options, output):
+        calls.append((options, output))
+        run = work / "outputs" / "2026-12-03" / f"00-00-{len(calls):02d}"
+        run.mkdir(parents=True)
+        for epoch in range(0, 101, 10):
+            (run / f"model_{epoch}.ckpt").write_text("")
+        (work / output).with_suffix(".ckpt").write_text("")
+
+    monkeypatch.setattr(train, "generate_frames", frames)
+    monkeypatch.setattr(train, "_mtt_train", mtt_train)
+    return calls
+
+
+def _options(path):
+    return yaml.safe_load(path.read_text())
+
+
+def test_elastic_v2_fine_tunes_stage_one_at_epoch_90_then_stage_two(tmp_path, fake_training):
+    assert train.main(["--recipe", "elastic-v2", "--workdir", str(tmp_path), "--no-evaluate"]) == 0
+    assert fake_training == [
+        ("options.yaml", "model-stage1.pt"),
+        ("options-stage2.yaml", "model-stage2.pt"),
+        ("options-stage3.yaml", "model.pt"),
+    ]
+    stage1 = _options(tmp_path / "options.yaml")["architecture"]["training"]
+    assert "finetune" not in stage1
+    assert stage1["loss"]["non_conservative_stress"]["weight"] == 10.0
+    stage2 = _options(tmp_path / "options-stage2.yaml")["architecture"]["training"]
+    assert stage2["finetune"]["read_from"].endswith("model_90.ckpt")
+    assert stage2["loss"]["non_conservative_stress"]["weight"] == 300.0
+    assert stage2["loss"]["energy"]["gradients"]["strain"]["weight"] == 10.0
+    stage3 = _options(tmp_path / "options-stage3.yaml")["architecture"]["training"]
+    assert stage3["finetune"]["read_from"] == str((tmp_path / "model-stage2.ckpt").resolve())
+    assert stage3["loss"]["non_conservative_forces"]["weight"] == 20.0
+
+
+def test_start_stage_resumes_from_a_given_checkpoint(tmp_path, fake_training):
+    checkpoint = tmp_path / "given.ckpt"
+    checkpoint.write_text("")
+    argv = ["--recipe", "elastic-v2", "--workdir", str(tmp_path), "--no-evaluate"]
+    assert train.main([*argv, "--finetune-from", str(checkpoint), "--start-stage", "3"]) == 0
+    assert fake_training == [("options-stage3.yaml", "model.pt")]
+    stage3 = _options(tmp_path / "options-stage3.yaml")["architecture"]["training"]
+    assert stage3["finetune"]["read_from"] == str(checkpoint.resolve())
+
+
+def test_single_stage_recipe_has_no_finetune_and_refuses_finetune_from(tmp_path, fake_training):
+    argv = ["--recipe", "v1", "--workdir", str(tmp_path), "--no-evaluate"]
+    assert train.main(argv) == 0
+    assert fake_training == [("options.yaml", "model.pt")]
+    assert "finetune" not in _options(tmp_path / "options.yaml")["architecture"]["training"]
+    with pytest.raises(SystemExit):
+        train.main([*argv, "--finetune-from", str(tmp_path / "x.ckpt")])
