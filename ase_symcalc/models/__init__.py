@@ -29,12 +29,7 @@ DEFAULT_MODEL = "pet-cu-emt"
 _MODELS = {
     "pet-cu-emt": (
         "Small unconstrained PET (metatrain) for copper, trained on EMT data with "
-        "rotational augmentation; direct forces and stress, and an energy whose "
-        "gradients are fitted too (recipe elastic-v2)"
-    ),
-    "pet-cu-emt-v1": (
-        "The first shipped pet-cu-emt (recipe v1, until 0.1.0): direct heads only, its "
-        "stress has no shear stiffness; kept so that numbers measured with it reproduce"
+        "rotational augmentation; direct forces and stress"
     ),
 }
 
