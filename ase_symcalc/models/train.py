@@ -257,6 +257,21 @@ RECIPES = {
             },
         ],
     },
+    # elastic-v2's last-stage weights from the first epoch, in one run with one
+    # learning-rate schedule: no epochs spent on a direct stress that learns
+    # the pressure only, and the schedule anneals once, at the end
+    "elastic-v3": {
+        "epochs": 200,
+        "stress_weight": 10.0,
+        "energy_gradients": "on",
+        "stress_per_structure": True,
+        "strained_cells": True,
+        "learning_rate": 1e-3,
+        "data_scale": 0.6,
+        "direct_stress_weight": 300.0,
+        "direct_forces_weight": 20.0,
+        "energy_weight": 3.0,
+    },
 }
 
 
@@ -401,9 +416,9 @@ def main(argv=None) -> int:
         "learning_rate": recipe["learning_rate"],
         "checkpoint_interval": max(recipe["epochs"] // 10, 1),
         "stress_weight": recipe["stress_weight"],
-        "direct_stress_weight": recipe["stress_weight"],
-        "direct_forces_weight": 1.0,
-        "energy_weight": 1.0,
+        "direct_stress_weight": recipe.get("direct_stress_weight", recipe["stress_weight"]),
+        "direct_forces_weight": recipe.get("direct_forces_weight", 1.0),
+        "energy_weight": recipe.get("energy_weight", 1.0),
         "conservative": recipe["energy_gradients"],
         "per_structure": "non_conservative_stress" if recipe["stress_per_structure"] else "",
     }
