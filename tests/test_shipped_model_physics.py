@@ -10,7 +10,7 @@ xfails until it is replaced, so that the retrained model turns them into
 failures to remove the marker from. A candidate model is checked before it
 is installed with
 
-    ASE_SYMCALC_CANDIDATE_MODEL=build/model-v2/model.pt pytest -m slow \
+    ASE_SYMCALC_CANDIDATE_MODEL=build/model-v3/model.pt pytest -m slow \
         tests/test_shipped_model_physics.py
 
 (the markers then do not apply: the candidate has to pass).

@@ -76,3 +76,17 @@ def test_single_stage_recipe_has_no_finetune_and_refuses_finetune_from(tmp_path,
     assert "finetune" not in _options(tmp_path / "options.yaml")["architecture"]["training"]
     with pytest.raises(SystemExit):
         train.main([*argv, "--finetune-from", str(tmp_path / "x.ckpt")])
+
+
+def test_elastic_v3_weights_the_direct_heads_from_the_first_epoch(tmp_path, fake_training):
+    argv = ["--recipe", "elastic-v3", "--workdir", str(tmp_path), "--no-evaluate"]
+    assert train.main(argv) == 0
+    assert fake_training == [("options.yaml", "model.pt")]
+    options = _options(tmp_path / "options.yaml")["architecture"]["training"]
+    assert "finetune" not in options
+    assert options["num_epochs"] == 200
+    assert options["loss"]["non_conservative_stress"]["weight"] == 300.0
+    assert options["loss"]["non_conservative_forces"]["weight"] == 20.0
+    assert options["loss"]["energy"]["weight"] == 3.0
+    assert options["loss"]["energy"]["gradients"]["strain"]["weight"] == 10.0
+    assert options["per_structure_targets"] == ["non_conservative_stress"]
