@@ -189,6 +189,16 @@ test_set:
 """
 
 
+ELASTIC_FAST = {
+    "epochs": 100,
+    "stress_weight": 10.0,
+    "energy_gradients": "on",
+    "stress_per_structure": True,
+    "strained_cells": True,
+    "learning_rate": 1e-3,
+    "data_scale": 0.6,
+}
+
 #: training recipes. "v1" made the shipped pet-cu-emt: direct heads only, the
 #: energy fitted to energies alone (its conservative stress is unconstrained)
 #: and the stress divided by the atom count in the loss: its direct stress
@@ -215,15 +225,7 @@ RECIPES = {
     # deviatoric (shear) response had not started after 36 epochs; a pilot on
     # strained 4-atom cells alone learned it at 1e-3 (validation RMSE 22 ->
     # 4.9 meV/Å^3 in 100 epochs, where the pressure alone leaves 14)
-    "elastic-fast": {
-        "epochs": 100,
-        "stress_weight": 10.0,
-        "energy_gradients": "on",
-        "stress_per_structure": True,
-        "strained_cells": True,
-        "learning_rate": 1e-3,
-        "data_scale": 0.6,
-    },
+    "elastic-fast": ELASTIC_FAST,
     # "elastic-fast", then fine-tuning stages that start from its epoch-90
     # weights with the direct heads weighted up. With every target in one loss
     # the direct stress weighs far less than the energy's strain gradient, so
@@ -232,13 +234,7 @@ RECIPES = {
     # works on the direct forces (validation RMSE 117 -> 79 meV/Å). Not yet the
     # shipped model: its direct forces are still 1.8x the first model's (issue 18)
     "elastic-v2": {
-        "epochs": 100,
-        "stress_weight": 10.0,
-        "energy_gradients": "on",
-        "stress_per_structure": True,
-        "strained_cells": True,
-        "learning_rate": 1e-3,
-        "data_scale": 0.6,
+        **ELASTIC_FAST,
         "finetune_from_epoch": 90,
         "finetune": [
             {
@@ -264,13 +260,8 @@ RECIPES = {
     # EMT for both stress modes, raw direct forces 1.2x and energy 1.2-1.9x
     # v1's errors; its weights: training/checkpoints/elastic-v3.ckpt
     "elastic-v3": {
+        **ELASTIC_FAST,
         "epochs": 200,
-        "stress_weight": 10.0,
-        "energy_gradients": "on",
-        "stress_per_structure": True,
-        "strained_cells": True,
-        "learning_rate": 1e-3,
-        "data_scale": 0.6,
         "direct_stress_weight": 300.0,
         "direct_forces_weight": 20.0,
         "energy_weight": 3.0,
