@@ -8,11 +8,10 @@ Needs the ``[train]`` extra (metatrain). Generates copper data with ASE's EMT
 vacancies, a (111) surface slab; energies, forces and full stress), trains a
 small PET with direct (non-conservative) forces and stress (metatrain applies
 random O(3) augmentation to every training batch), evaluates it on a held-out
-test set generated with other seeds (``RECIPES``: ``v1`` made the first shipped
-model, ``elastic-v2`` the current one, which also fits the stress response in
-two stages), and copies the exported metatomic model
-and a JSON record (command, seed, versions, accuracy) into
-``ase_symcalc/models/data/``.
+test set generated with other seeds (``RECIPES``: ``v1`` made the shipped
+model; ``elastic-v2`` and ``elastic-v3`` also fit the stress response, issue
+18), and copies the exported metatomic model and a JSON record (command,
+seed, versions, accuracy) into ``ase_symcalc/models/data/``.
 """
 
 from __future__ import annotations
