@@ -40,6 +40,20 @@ def test_shipped_model_is_listed_and_loads_offline(cu4):
         path("nope")
 
 
+def test_the_first_model_is_shipped_beside_the_default_and_selectable_by_environment(
+    monkeypatch,
+):
+    assert path("pet-cu-emt-v1").stat().st_size < 5e6
+    assert metadata("pet-cu-emt-v1")["name"] == "pet-cu-emt-v1"
+    assert metadata()["recipe"] == "elastic-v4"
+    monkeypatch.setenv("ASE_SYMCALC_MODEL", "pet-cu-emt-v1")
+    assert path() == path("pet-cu-emt-v1")
+    assert path("pet-cu-emt").name == "pet-cu-emt.pt"  # a name given wins
+    monkeypatch.setenv("ASE_SYMCALC_MODEL", "pet-cu")
+    with pytest.raises(ValueError, match="ASE_SYMCALC_MODEL='pet-cu' is not a shipped model"):
+        path()
+
+
 def test_raw_predictions_match_metatomic_ase(cu32):
     reference = cu32.copy()
     reference.calc = pretrained()

@@ -90,3 +90,44 @@ def test_elastic_v3_weights_the_direct_heads_from_the_first_epoch(tmp_path, fake
     assert options["loss"]["energy"]["weight"] == 3.0
     assert options["loss"]["energy"]["gradients"]["strain"]["weight"] == 10.0
     assert options["per_structure_targets"] == ["non_conservative_stress"]
+
+
+def test_elastic_v4_fine_tunes_the_best_weights_twice_with_extra_frames(tmp_path, fake_training):
+    argv = ["--recipe", "elastic-v4", "--workdir", str(tmp_path), "--no-evaluate"]
+    assert train.main(argv) == 0
+    assert fake_training == [
+        ("options.yaml", "model-stage1.pt"),
+        ("options-stage2.yaml", "model-stage2.pt"),
+        ("options-stage3.yaml", "model.pt"),
+    ]
+    stage1 = _options(tmp_path / "options.yaml")
+    assert stage1["architecture"]["training"]["num_epochs"] == 200
+    assert stage1["training_set"]["systems"]["read_from"] == "train.extxyz"
+    stage2 = _options(tmp_path / "options-stage2.yaml")
+    training = stage2["architecture"]["training"]
+    # the best epoch of stage 1, not a numbered checkpoint
+    assert training["finetune"]["read_from"] == str((tmp_path / "model-stage1.ckpt").resolve())
+    assert training["loss"]["energy"]["weight"] == 10.0
+    assert stage2["training_set"]["systems"]["read_from"] == "train.extxyz"
+    stage3 = _options(tmp_path / "options-stage3.yaml")
+    training = stage3["architecture"]["training"]
+    assert training["loss"]["non_conservative_forces"]["weight"] == 100.0
+    assert training["loss"]["non_conservative_stress"]["weight"] == 300.0
+    assert stage3["training_set"]["systems"]["read_from"] == "train-stage3.extxyz"
+    from ase.io import read
+
+    frames = read(tmp_path / "train-stage3.extxyz", ":")
+    # one fake frame from each generate_frames call (training set, extra) + 200 cells
+    assert len(frames) == 1 + 1 + 200
+    cells = frames[2:]
+    assert all(len(atoms) == 4 for atoms in cells)
+    assert max(abs(atoms.get_stress()).max() for atoms in cells) > 0
+
+
+def test_elastic_regime_frames_are_small_strains_of_the_perfect_crystal():
+    frames = train.elastic_regime_frames(7, 20)
+    for atoms in frames:
+        a = atoms.cell.lengths()
+        assert len(atoms) == 4 and 3.56 * 0.984 < a.min() and a.max() < 3.64 * 1.016
+        assert atoms.get_forces().shape == (4, 3)
+    assert train.elastic_regime_frames(7, 3)[2].cell.array == pytest.approx(frames[2].cell.array)

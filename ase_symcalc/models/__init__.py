@@ -26,10 +26,21 @@ __all__ = [
 
 DEFAULT_MODEL = "pet-cu-emt"
 
+#: environment variable naming the model that commands, ``pretrained()`` and
+#: ``path()`` use when none is given (default: ``DEFAULT_MODEL``), so that a
+#: benchmark reruns on another shipped model unchanged
+MODEL_ENVIRONMENT_VARIABLE = "ASE_SYMCALC_MODEL"
+
 _MODELS = {
     "pet-cu-emt": (
         "Small unconstrained PET (metatrain) for copper, trained on EMT data with "
-        "rotational augmentation; direct forces and stress"
+        "rotational augmentation; direct forces and stress with the elastic response "
+        "of EMT (recipe elastic-v4)"
+    ),
+    "pet-cu-emt-v1": (
+        "The first pet-cu-emt (recipe v1): accurate forces, but a direct stress "
+        "without shear stiffness (C44 = 0, C11 = C12); kept so that numbers measured "
+        "with it reproduce"
     ),
 }
 
@@ -39,8 +50,19 @@ def list_pretrained() -> dict[str, str]:
     return dict(_MODELS)
 
 
+def default_name() -> str:
+    """The model used when none is given: ``$ASE_SYMCALC_MODEL`` or ``DEFAULT_MODEL``."""
+    return os.environ.get(MODEL_ENVIRONMENT_VARIABLE) or DEFAULT_MODEL
+
+
 def _check_name(name: str | None) -> str:
-    name = DEFAULT_MODEL if name is None else name
+    if name is None:
+        name = default_name()
+        if name not in _MODELS:
+            raise ValueError(
+                f"{MODEL_ENVIRONMENT_VARIABLE}={name!r} is not a shipped model; available: "
+                f"{', '.join(_MODELS)} (unset it to use {DEFAULT_MODEL!r})"
+            )
     if name not in _MODELS:
         raise ValueError(
             f"unknown shipped model {name!r}; available: {', '.join(_MODELS)} "

@@ -103,6 +103,23 @@ def generate_frames(seed: int, scale: float = 1.0, strained_cells: bool = False)
     return frames
 
 
+def elastic_regime_frames(seed: int, count: int) -> list[Atoms]:
+    """Perfect 4-atom cubic cells (half of them rattled by at most 5 mÅ) at
+    lattice constants 3.56-3.64 Å under symmetric strains up to 1.5%: the
+    regime that elastic constants and cell relaxations read, where a stress
+    error of 0.3 GPa (2 meV/Å^3, the error over the general data) is half the
+    deviatoric signal of a 1% strain."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        atoms = bulk("Cu", "fcc", a=rng.uniform(3.56, 3.64), cubic=True)
+        atoms = _strained(atoms, rng, 0.015)
+        if rng.random() < 0.5:
+            atoms.rattle(rng.uniform(0.0, 0.005), seed=int(rng.integers(1 << 30)))
+        frames.append(_labelled(atoms))
+    return frames
+
+
 def _md_snapshots(repeat: int, temperature: float, count: int, rng) -> list[Atoms]:
     a = 3.61 * (1 + 2e-5 * temperature)  # rough thermal expansion
     atoms = bulk("Cu", "fcc", a=a, cubic=True).repeat(repeat)
@@ -155,7 +172,7 @@ architecture:
         weight: {direct_forces_weight}
 training_set:
   systems:
-    read_from: train.extxyz
+    read_from: {train_file}
     length_unit: angstrom
   targets: &targets
     energy:
@@ -265,6 +282,33 @@ RECIPES = {
         "direct_forces_weight": 20.0,
         "energy_weight": 3.0,
     },
+    # elastic-v3, then two fine-tunings of its best weights (issue 18): the
+    # energy and the direct forces weighted up at a low learning rate, then
+    # the same with 118 more general frames (seed + 4) and 200 elastic-regime
+    # 4-atom cells (seed + 5, ``elastic_regime_frames``) added to the data
+    "elastic-v4": {
+        **ELASTIC_FAST,
+        "epochs": 200,
+        "direct_stress_weight": 300.0,
+        "direct_forces_weight": 20.0,
+        "energy_weight": 3.0,
+        "finetune_from_epoch": "best",
+        "finetune": [
+            {
+                "epochs": 28,
+                "learning_rate": 2e-4,
+                "energy_weight": 10.0,
+                "direct_forces_weight": 50.0,
+            },
+            {
+                "epochs": 45,
+                "learning_rate": 1.5e-4,
+                "energy_weight": 20.0,
+                "direct_forces_weight": 100.0,
+                "extra_frames": {"general_scale": 0.3, "elastic_cells": 200},
+            },
+        ],
+    },
 }
 
 
@@ -273,8 +317,12 @@ def _mtt_train(work: Path, options: str, output: str) -> None:
     subprocess.run([mtt, "train", options, "-o", output], cwd=work, check=True)
 
 
-def _checkpoint(work: Path, epoch: int) -> Path:
-    """Stage 1's checkpoint at ``epoch`` (metatrain writes outputs/DATE/TIME/)."""
+def _checkpoint(work: Path, epoch) -> Path:
+    """Stage 1's checkpoint at ``epoch`` (metatrain writes outputs/DATE/TIME/);
+    ``"best"``: its exported checkpoint, whose best-epoch weights metatrain's
+    fine-tuning reads."""
+    if epoch == "best":
+        return work / "model-stage1.ckpt"
     found = sorted(work.glob(f"outputs/*/*/model_{epoch}.ckpt"))
     if not found:
         raise FileNotFoundError(
@@ -282,6 +330,18 @@ def _checkpoint(work: Path, epoch: int) -> Path:
             f"{epoch}; give a checkpoint with --finetune-from"
         )
     return found[-1]
+
+
+def _write_extra_frames(work: Path, number: int, train: list, extra: dict, seed: int) -> str:
+    """The training frames plus a stage's extra ones, as ``train-stageN.extxyz``.
+    Their seeds (seed + 4, seed + 5) stay clear of the test set's (seed + 1)."""
+    frames = list(train)
+    frames += generate_frames(seed + 4, scale=extra["general_scale"], strained_cells=False)
+    frames += elastic_regime_frames(seed + 5, extra["elastic_cells"])
+    name = f"train-stage{number}.extxyz"
+    write(work / name, frames)
+    print(f"stage {number}: {len(frames)} training frames ({len(frames) - len(train)} added)")
+    return name
 
 
 def _versions() -> dict:
@@ -414,6 +474,7 @@ def main(argv=None) -> int:
         "energy_weight": recipe.get("energy_weight", 1.0),
         "conservative": recipe["energy_gradients"],
         "per_structure": "non_conservative_stress" if recipe["stress_per_structure"] else "",
+        "train_file": "train.extxyz",
     }
     stages = recipe.get("finetune", [])
     if args.finetune_from is not None and not stages:
@@ -439,6 +500,10 @@ def main(argv=None) -> int:
             "finetune": block,
             "checkpoint_interval": 5,
         }
+        if "extra_frames" in stage:
+            options["train_file"] = _write_extra_frames(
+                work, number, train, stage["extra_frames"], args.seed
+            )
         name = f"options-stage{number}.yaml"
         (work / name).write_text(OPTIONS.format(**options))
         output = "model.pt" if number == len(stages) + 1 else f"model-stage{number}.pt"
