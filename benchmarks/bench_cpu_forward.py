@@ -80,7 +80,7 @@ def main(argv=None) -> None:
     atoms.rattle(0.05, seed=1)
     matrices = Rotation.random(args.copies, random_state=1).as_matrix()
     properties = ["energy", "forces", "stress"]
-    evaluator = MetatomicEvaluator(path("pet-cu-emt"))
+    evaluator = MetatomicEvaluator(path())
     threads = torch.get_num_threads()
     print(
         f"{len(atoms)} Cu atoms, {args.copies} copies, torch {torch.__version__}, "
@@ -136,7 +136,7 @@ def main(argv=None) -> None:
         print(f"| {name} | {value:.1f} | {value / default:.2f} |")
 
     # share of the forward pass in one raw MetatomicCalculator call
-    calculator = MetatomicCalculator(path("pet-cu-emt"), non_conservative=True)
+    calculator = MetatomicCalculator(path(), non_conservative=True)
     moved = atoms.copy()
     moved.calc = calculator
 

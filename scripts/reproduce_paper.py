@@ -48,13 +48,11 @@ def prepare_data(work: Path, seed: int) -> None:
 
 
 def train(work: Path, epochs: int, seed: int) -> None:
-    from ase_symcalc.models.train import OPTIONS, PET_HYPERS
+    from ase_symcalc.models.train import render_options
 
     prepare_data(work, seed)
-    model = "\n".join(f"    {k}: {v}" for k, v in PET_HYPERS.items())
-    options = OPTIONS.format(
-        seed=seed, model=model, epochs=epochs, checkpoint_interval=max(epochs // 8, 1)
-    )
+    # recipe v1's settings: the findings are about direct heads trained as v1 was
+    options = render_options(seed, epochs, checkpoint_interval=max(epochs // 8, 1))
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     processes = {}
     for name, command in VARIANTS.items():

@@ -131,3 +131,17 @@ def test_elastic_regime_frames_are_small_strains_of_the_perfect_crystal():
         assert len(atoms) == 4 and 3.56 * 0.984 < a.min() and a.max() < 3.64 * 1.016
         assert atoms.get_forces().shape == (4, 3)
     assert train.elastic_regime_frames(7, 3)[2].cell.array == pytest.approx(frames[2].cell.array)
+
+
+def test_render_options_defaults_to_recipe_v1_and_refuses_unknown_settings(tmp_path, fake_training):
+    options = yaml.safe_load(train.render_options(3, 80, 10))
+    training = options["architecture"]["training"]
+    assert options["seed"] == 3 and training["num_epochs"] == 80
+    assert "finetune" not in training and training["learning_rate"] == 3e-4
+    assert options["training_set"]["targets"]["energy"]["forces"] is False  # yaml's "off"
+    # the same text as the training script's own v1 stage
+    assert train.main(["--recipe", "v1", "--workdir", str(tmp_path), "--no-evaluate"]) == 0
+    rendered = (tmp_path / "options.yaml").read_text()
+    assert rendered == train.render_options(2026, 200, 20)
+    with pytest.raises(ValueError, match="unknown training settings \\['lr'\\]"):
+        train.render_options(3, 80, 10, lr=1e-3)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_MODEL",
+    "default_name",
     "feature_groups",
     "list_pretrained",
     "metadata",
