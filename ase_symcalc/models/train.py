@@ -496,14 +496,9 @@ def main(argv=None) -> int:
     write(work / "test.extxyz", test)
     print(f"data: {len(train)} training, {len(test)} test frames ({time.time() - start:.0f} s)")
 
-    model = "\n".join(f"    {k}: {v}" for k, v in hypers.items())
     stage1 = {
-        "seed": args.seed,
-        "model": model,
-        "epochs": recipe["epochs"],
         "finetune": "",
         "learning_rate": recipe["learning_rate"],
-        "checkpoint_interval": max(recipe["epochs"] // 10, 1),
         "stress_weight": recipe["stress_weight"],
         "direct_stress_weight": recipe.get("direct_stress_weight", recipe["stress_weight"]),
         "direct_forces_weight": recipe.get("direct_forces_weight", 1.0),
@@ -516,7 +511,9 @@ def main(argv=None) -> int:
     if args.finetune_from is not None and not stages:
         parser.error(f"--finetune-from: recipe {args.recipe!r} has no fine-tuning stage")
     if args.finetune_from is None:
-        (work / "options.yaml").write_text(OPTIONS.format(**stage1))
+        epochs = recipe["epochs"]
+        options = render_options(args.seed, epochs, max(epochs // 10, 1), hypers, **stage1)
+        (work / "options.yaml").write_text(options)
         _mtt_train(work, "options.yaml", "model-stage1.pt" if stages else "model.pt")
     checkpoint = args.finetune_from or (
         _checkpoint(work, recipe["finetune_from_epoch"]) if stages else None
@@ -530,18 +527,15 @@ def main(argv=None) -> int:
         block = (
             f"\n    finetune:\n      read_from: {Path(checkpoint).resolve()}\n      method: full"
         )
-        options = {
-            **stage1,
-            **stage,
-            "finetune": block,
-            "checkpoint_interval": 5,
-        }
+        settings = {**stage1, **{k: v for k, v in stage.items() if k in stage1}}
+        settings["finetune"] = block
         if "extra_frames" in stage:
-            options["train_file"] = _write_extra_frames(
+            settings["train_file"] = _write_extra_frames(
                 work, number, train, stage["extra_frames"], args.seed
             )
+        epochs = stage.get("epochs", recipe["epochs"])
         name = f"options-stage{number}.yaml"
-        (work / name).write_text(OPTIONS.format(**options))
+        (work / name).write_text(render_options(args.seed, epochs, 5, hypers, **settings))
         output = "model.pt" if number == len(stages) + 1 else f"model-stage{number}.pt"
         _mtt_train(work, name, output)
         checkpoint = work / Path(output).with_suffix(".ckpt")
