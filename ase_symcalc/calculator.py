@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 from ase import Atoms
@@ -17,7 +18,8 @@ from .metrics import residual_rmse
 from .quadrature import O3Quadrature, find_identity, get_quadrature, next_rule
 from .rule_policy import RulePolicy
 from .structure_symmetry import StructureSymmetry, find_symmetry
-from .symmetrize import project_onto_structure, symmetrize
+from ._warnings import EquivarianceWarning, warn_user
+from .symmetrize import estimate_equivariance_errors, project_onto_structure, symmetrize
 from .transforms import matrix_to_voigt
 
 __all__ = ["SymmetrizedCalculator", "StressNotAvailableError"]
@@ -61,6 +63,19 @@ class SymmetrizedCalculator(Calculator):
         right-multiplied by a fresh random rotation at each call (exactness
         kept, unbiased for the rest, noisy in MD). ``"random-single"``: one
         random rotation (random parity when ``inversion``) per call.
+        ``"random"``: one random O(3) element per call, monitored: every
+        ``probe_interval`` calls (and whenever ``probe()`` is called) one more
+        random orientation of the same structure gives an unbiased estimate
+        of its equivariance errors (``symmetrize.estimate_equivariance_errors``),
+        and with ``raw`` the lab frame gives the ``raw_*`` results, in the same
+        batch. In expectation every call is the exact Haar average; each
+        call's forces differ from it by the forces equivariance error (RMS).
+        With ``tolerance``, a probe above it switches to averaging over
+        ``quadrature`` every call (``"auto"``: the ladder, to the same
+        tolerance) until ``calm_probes`` probes in a row are below it; without
+        one, a ``UserWarning`` the first time a probe exceeds
+        ``rule_policy.WARN_LEVEL`` (50 meV/Å). Cost per call:
+        ``1 + (probe_orientations + raw) / probe_interval`` evaluations.
     seed :
         Seed of the random rotations of the random modes.
     batch_size :
@@ -102,8 +117,15 @@ class SymmetrizedCalculator(Calculator):
         component) and ``stress_residual`` (eV/Å^3); costs one extra pass over
         the rule. For a rule without inversion the reference is the average
         over proper rotations (what rotation tests probe).
+    probe_interval, probe_orientations, calm_probes :
+        ``mode="random"``: calls between probes (default 10; 0: only when
+        ``probe()`` is called), random orientations per probe (default 1),
+        and probes below ``tolerance`` before an escalated run returns to
+        random rotations (default 5). Probes use a random stream of their own:
+        they never change the rotation of any call.
     tolerance, recheck :
-        ``quadrature="auto"`` only. ``tolerance`` (eV/Å, default 1e-3) bounds
+        ``mode="random"``: the forces equivariance error (eV/Å) above which
+        the run escalates (see ``mode``). Otherwise ``quadrature="auto"`` only. ``tolerance`` (eV/Å, default 1e-3) bounds
         the estimated forces residual (the energy residual per atom, eV, for
         models without forces) with a margin: a rule is kept when its
         estimate is below ``tolerance / rule_policy.AUTO_MARGIN`` (2), which covers the
@@ -164,6 +186,9 @@ class SymmetrizedCalculator(Calculator):
         "residual": False,
         "tolerance": None,
         "recheck": 100,
+        "probe_interval": 10,
+        "probe_orientations": 1,
+        "calm_probes": 5,
         "structure_symmetry": False,
         "symmetry_tolerance": 1e-5,
     }
@@ -225,8 +250,13 @@ class SymmetrizedCalculator(Calculator):
             seed=p.seed,
             tolerance=p.tolerance,
             recheck=p.recheck,
+            probe_interval=p.probe_interval,
+            probe_orientations=p.probe_orientations,
+            calm_probes=p.calm_probes,
         )
-        self._quadrature = self._policy.rule  # set(): "configured" marker
+        self._quadrature = self._policy.rule
+        self._step_copy = None  # mode="random": the call's copy, for probe()
+        self._observed = False  # set(): "configured" marker
         tolerance = p.symmetry_tolerance
         if not isinstance(tolerance, (int, float)) or not tolerance > 0:
             raise ValueError(
@@ -314,17 +344,37 @@ class SymmetrizedCalculator(Calculator):
         symmetry = self._structure_symmetry(atoms) if self.parameters.structure_symmetry else None
         count_before = self.evaluation_count
         policy = self._policy
+        self._step_copy = None
+        self._observed = False
+        probed = False
         if policy.climb_due():
             averaged, raw, residual = self._climb(atoms, wanted)
+        elif policy.single_rotation and policy.random:
+            probed = policy.probe_due()
+            averaged, raw = self._random_call(atoms, wanted, probed)
+            residual = None
+            policy.count_call()
         else:
+            probed = policy.observe_due()
             matrices, weights = policy.rule_for_call()
-            averaged, raw = self._average(atoms, matrices, weights, wanted, self.parameters.raw)
+            with_raw = self.parameters.raw and (not policy.random or probed)
+            averaged, raw = self._average(atoms, matrices, weights, wanted, with_raw)
             residual = None
             if self.parameters.residual:
                 residual = self._residual(atoms, matrices, weights, wanted, averaged)
             if policy.auto:
-                policy.count_call()
                 residual = residual or policy.last_residual
+            policy.count_call()
+        results = self._results(averaged, raw, residual, symmetry)
+        if self.parameters.convergence_tolerance is not None and not self._convergence_checked:
+            self._check_convergence(atoms, averaged)
+        results["evaluations"] = self.evaluation_count - count_before
+        if probed:
+            self._observe(results)
+        return results
+
+    def _results(self, averaged, raw, residual, symmetry) -> dict:
+        """The ``results`` of one call from its averages (projected onto ``symmetry``)."""
         results = {"energy": averaged.energy, "free_energy": averaged.energy}
         if symmetry is not None:
             results["symmetry_group"] = symmetry.group
@@ -355,12 +405,119 @@ class SymmetrizedCalculator(Calculator):
             results.update(self._raw_results(raw))
         if residual:
             results.update(residual)
-        if self.parameters.convergence_tolerance is not None and not self._convergence_checked:
-            self._check_convergence(atoms, averaged)
-        if policy.rule_name is not None:
-            results["quadrature"] = policy.rule_name
-        results["evaluations"] = self.evaluation_count - count_before
+        if self._policy.rule_name is not None:
+            results["quadrature"] = self._policy.rule_name
         return results
+
+    # -- mode="random" ------------------------------------------------------
+
+    def _random_call(self, atoms, wanted, probe: bool):
+        """One random O(3) element; with ``probe``, the estimate from more orientations."""
+        step_matrix, _ = self._policy.rule_for_call()
+        outputs = self._evaluate(atoms, step_matrix, wanted)
+        self._step_copy = (outputs, step_matrix)
+        averaged = self._symmetrize(outputs, step_matrix, np.ones(1), atoms)
+        if not probe:
+            return averaged, None
+        return self._probed(atoms, wanted, averaged)
+
+    def _probed(self, atoms, wanted, averaged):
+        """The step's averages with the errors estimated by a probe, and the raw outputs."""
+        step_outputs, step_matrix = self._step_copy
+        extra = self._policy.probe_rotations()
+        k = len(extra)
+        if self.parameters.raw:
+            extra = np.concatenate([extra, np.eye(3)[None]])
+        outputs = self._evaluate(atoms, extra, wanted)
+        raw = outputs.select(k) if self.parameters.raw else None
+        matrices = np.concatenate([step_matrix, extra[:k]])
+        stacked = _concatenate(step_outputs, outputs.select(slice(0, k)))
+        estimate = estimate_equivariance_errors(
+            stacked,
+            matrices,
+            net_force_removal=self._remove_net_force(),
+            net_torque_positions=self._torque_positions(atoms),
+        )
+        # the step keeps its own outputs: probing never changes the dynamics
+        averaged = replace(
+            averaged,
+            energy_error=estimate.energy_error,
+            forces_error=estimate.forces_error,
+            forces_error_per_atom=estimate.forces_error_per_atom,
+            stress_error=estimate.stress_error,
+            direct_forces_error=estimate.direct_forces_error,
+        )
+        return averaged, raw
+
+    def _evaluate(self, atoms, matrices, wanted) -> StackedOutputs:
+        outputs = self.evaluator.evaluate(atoms, matrices, wanted)
+        self.evaluation_count += len(matrices)
+        check_outputs(outputs, len(atoms), len(matrices), wanted, self.evaluator.name)
+        return outputs
+
+    def probe(self) -> dict:
+        """Estimate the equivariance errors of the current structure now, if not yet done.
+
+        ``mode="random"``: when the last call did not probe, evaluates
+        ``probe_orientations`` more random orientations (and the lab frame
+        with ``raw``) of the same structure and adds the estimated errors
+        (and ``raw_*``) to ``results``; the energy, forces and stress stay
+        those of the call. An escalated call (a rule) has its errors already
+        and gets the lab frame only. What ``EquivarianceMonitor`` calls at
+        every logged step, so that every logged row has a fresh estimate.
+        A no-op in the other modes and when the last call already probed.
+        Returns ``results``.
+        """
+        if not self.results or not self._policy.random or self._observed:
+            return self.results
+        atoms = self.atoms
+        wanted = [name for name in ("energy", "forces", "stress", "energies") if name in self.results]
+        count_before = self.evaluation_count
+        try:
+            if self._step_copy is not None:
+                step_outputs, step_matrix = self._step_copy
+                averaged = self._symmetrize(step_outputs, step_matrix, np.ones(1), atoms)
+                averaged, raw = self._probed(atoms, wanted, averaged)
+                symmetry = (
+                    self._structure_symmetry(atoms) if self.parameters.structure_symmetry else None
+                )
+                results = self._results(averaged, raw, None, symmetry)
+            else:
+                results = dict(self.results)
+                if self.parameters.raw and "raw_energy" not in results:
+                    raw = self._evaluate(atoms, np.eye(3)[None], wanted).select(0)
+                    results.update(self._raw_results(raw))
+        except BaseException:
+            self.reset()
+            raise
+        results["evaluations"] = self.results["evaluations"] + self.evaluation_count - count_before
+        self.results = results
+        self._observe(results)
+        return results
+
+    def _observe(self, results: dict) -> None:
+        """Hand a probe's forces error to the policy; say so when the run switches."""
+        error = results.get("forces_equivariance_error")
+        if error is None:  # a model without forces: the energy error per atom
+            error = results.get("energy_equivariance_error", np.nan) / len(self.atoms)
+        self._observed = True
+        message = self._policy.observe(float(error))
+        if message is not None:
+            warn_user(message, EquivarianceWarning)
+
+    # -- restarts -----------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """The random streams and the escalation / auto state, JSON-ready.
+
+        With the cached ``results`` and the atoms, what a restarted run needs
+        to make the same calls as the uninterrupted one.
+        """
+        return {"policy": self._policy.state_dict(), "evaluation_count": self.evaluation_count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._policy.load_state_dict(state["policy"])
+        self.evaluation_count = int(state["evaluation_count"])
 
     def _average(self, atoms, matrices, weights, wanted, with_raw: bool):
         """One pass over the rule: the averages, and the raw outputs if asked."""
@@ -501,3 +658,19 @@ def _info_equal(first: dict, second: dict) -> bool:
         except (TypeError, ValueError):
             return False
     return True
+
+
+def _concatenate(first: StackedOutputs, second: StackedOutputs) -> StackedOutputs:
+    """The copies of ``first`` followed by those of ``second``."""
+
+    def join(a, b):
+        return None if a is None or b is None else np.concatenate([a, b])
+
+    return StackedOutputs(
+        join(first.energy, second.energy),
+        join(first.forces, second.forces),
+        join(first.stress, second.stress),
+        join(first.energies, second.energies),
+        join(first.direct_forces, second.direct_forces),
+        join(first.direct_stress, second.direct_stress),
+    )

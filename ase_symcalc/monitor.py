@@ -1,9 +1,12 @@
 """``EquivarianceMonitor``: log raw vs symmetrized values during ASE dynamics.
 
 Attach it to any ASE dynamics (``dyn.attach(monitor, interval=n)``). It reads
-the ``SymmetrizedCalculator``'s cached results of the current step (no extra
-model evaluation) and appends one row to a CSV file, flushed at once, so a
-killed run keeps every finished step. Optionally it also appends extxyz frames
+the ``SymmetrizedCalculator``'s cached results of the current step and appends
+one row to a CSV file, flushed at once, so a killed run keeps every finished
+step. In ``mode="random"`` it first asks the calculator to probe the current
+structure (``SymmetrizedCalculator.probe``: one or two more evaluations, none
+if the step already probed), so that every row holds a fresh estimate of the
+equivariance errors; in the other modes it adds no model evaluation. Optionally it also appends extxyz frames
 with the same values in ``info`` and the per-atom errors in ``arrays``.
 """
 
@@ -39,6 +42,7 @@ COLUMNS = {
     "energy_residual": "eV",
     "forces_residual": "eV/Å",
     "stress_residual": "eV/Å^3",
+    # model evaluations since the previous logged row (this row's step included)
     "evaluations": "",
     "rule": "",
 }
@@ -67,6 +71,7 @@ class EquivarianceMonitor:
         self.trajectory = trajectory
         self.step_offset = step_offset
         self._calls = 0
+        self._evaluations_logged = self._evaluation_count()
         new = not os.path.exists(logfile) or os.path.getsize(logfile) == 0
         self._file = open(logfile, "a", newline="")  # noqa: SIM115 - kept open for the run
         self._writer = csv.writer(self._file)
@@ -82,6 +87,13 @@ class EquivarianceMonitor:
 
     def __exit__(self, *exc):
         self.close()
+
+    def _evaluation_count(self) -> int | None:
+        """Model evaluations so far, the fast ones of multiple time stepping included."""
+        count = getattr(self.atoms.calc, "evaluation_count", None)
+        if count is None:
+            return None
+        return int(count) + int(getattr(self.dynamics, "fast_evaluations", 0))
 
     def _step_and_time(self):
         if self.dynamics is not None:
@@ -99,7 +111,15 @@ class EquivarianceMonitor:
         atoms = self.atoms
         calc = atoms.calc
         atoms.get_forces()  # cached: the dynamics just asked for them
+        if hasattr(calc, "probe"):
+            calc.probe()  # mode="random": a fresh estimate for this structure
         r = calc.results
+        count = self._evaluation_count()
+        if count is not None and self._evaluations_logged is not None:
+            evaluations = count - self._evaluations_logged
+        else:
+            evaluations = r.get("evaluations")
+        self._evaluations_logged = count
         step, time_fs = self._step_and_time()
         ekin = atoms.get_kinetic_energy()
         epot = r["energy"]
@@ -136,7 +156,7 @@ class EquivarianceMonitor:
             "energy_residual": r.get("energy_residual"),
             "forces_residual": r.get("forces_residual"),
             "stress_residual": r.get("stress_residual"),
-            "evaluations": r.get("evaluations"),
+            "evaluations": evaluations,
             "rule": r.get("quadrature", ""),
         }
 

@@ -21,9 +21,23 @@ from scipy.spatial.transform import Rotation
 
 from .quadrature import O3Quadrature, auto_ladder, get_quadrature
 
-__all__ = ["AUTO_MARGIN", "MODES", "RulePolicy"]
+__all__ = ["AUTO_MARGIN", "CALM_PROBES", "MODES", "PROBE_INTERVAL", "WARN_LEVEL", "RulePolicy"]
 
-MODES = ("grid", "random-grid", "random-single")
+MODES = ("grid", "random-grid", "random-single", "random")
+
+#: mode="random": calls between two probes (the extra orientation that gives
+#: the equivariance errors): 1 + 1/10 evaluations per call, 1 + 2/10 with the
+#: raw (lab-frame) prediction
+PROBE_INTERVAL = 10
+
+#: mode="random" with a tolerance: consecutive probes below it before the run
+#: returns from the grid to one random rotation per call
+CALM_PROBES = 5
+
+#: mode="random" without a tolerance: warn once when a probe's forces
+#: equivariance error exceeds this (eV/Å), about the force error of a
+#: well-trained potential on its own test set
+WARN_LEVEL = 0.05
 
 #: quadrature="auto" accepts a rule when its estimated residual is below
 #: tolerance / AUTO_MARGIN: one estimate scatters by tens of percent, and a
@@ -41,6 +55,18 @@ class RulePolicy:
     ``"random-single"``), ``seed``, and for ``"auto"`` ``tolerance`` (eV/Å,
     default 1e-3) and ``recheck`` (calls between residual measurements; 0:
     never). Bad values raise a ``ValueError`` that names the fix.
+
+    ``mode="random"`` evaluates one Haar-random O(3) element per call (random
+    parity with ``inversion``) and, every ``probe_interval`` calls, probes:
+    ``probe_orientations`` more independent random elements of the same
+    structure, drawn from a stream of their own (probing never changes the
+    rotations the dynamics sees), whose spread estimates the equivariance
+    errors. ``observe(forces_error)`` takes each probe's estimate: with a
+    ``tolerance`` an estimate above it *escalates* to averaging over
+    ``quadrature`` every call (``"auto"``: the ladder, to the same
+    tolerance), and ``calm_probes`` consecutive probes below it return to
+    random rotations; without one, the first estimate above ``WARN_LEVEL``
+    is reported once.
     """
 
     def __init__(
@@ -53,6 +79,9 @@ class RulePolicy:
         seed: int | None = None,
         tolerance: float | None = None,
         recheck: int | None = 100,
+        probe_interval: int = PROBE_INTERVAL,
+        probe_orientations: int = 1,
+        calm_probes: int = CALM_PROBES,
     ):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -62,16 +91,35 @@ class RulePolicy:
         self.orientation = orientation
         self.mode = mode
         self.seed = seed
+        self.random = mode == "random"
+        for name, value, low in (
+            ("probe_interval", probe_interval, 0),
+            ("probe_orientations", probe_orientations, 1),
+            ("calm_probes", calm_probes, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        self.probe_interval = int(probe_interval)
+        self.probe_orientations = int(probe_orientations)
+        self.calm_probes = int(calm_probes)
+        #: mode="random": the forces error above which the run escalates (None: never)
+        self.escalation_tolerance = None
+        if self.random and tolerance is not None:
+            _check_tolerance(tolerance)
+            self.escalation_tolerance = float(tolerance)
+        self.escalated = False
+        self.calm = 0
+        self.warned = False
+        self.calls = 0
         self.auto = isinstance(quadrature, str) and quadrature.strip() == "auto"
         if self.auto:
-            if mode != "grid":
+            if mode not in ("grid", "random"):
                 raise ValueError(
                     f"quadrature='auto' picks one fixed rule; mode={mode!r} randomizes it: "
-                    "use mode='grid' (the default)"
+                    "use mode='grid' (the default) or mode='random' (escalating to the ladder)"
                 )
             tolerance = 1e-3 if tolerance is None else tolerance
-            if not isinstance(tolerance, (int, float)) or not tolerance > 0:
-                raise ValueError(f"tolerance must be a positive number (eV/Å), got {tolerance!r}")
+            _check_tolerance(tolerance)
             if recheck is not None and (not isinstance(recheck, int) or recheck < 0):
                 raise ValueError(f"recheck must be a number of calls >= 0, got {recheck!r}")
             self.tolerance = float(tolerance)
@@ -82,7 +130,7 @@ class RulePolicy:
             self.last_residual: dict = {}
             self.rule = self.rung_rule(0)
         else:
-            if tolerance is not None:
+            if tolerance is not None and not self.random:
                 raise ValueError(
                     "tolerance= sets the target of quadrature='auto'; with a fixed rule use "
                     "residual=True to see its residual, or quadrature='auto'"
@@ -96,20 +144,137 @@ class RulePolicy:
         self._residual_rng = np.random.default_rng(
             np.random.SeedSequence(0 if seed is None else seed, spawn_key=(1,))
         )
+        # the probes' orientations: a stream of their own, so that probing (or
+        # a monitor asking for one more probe) never changes the step's rotation
+        self._probe_rng = np.random.default_rng(
+            np.random.SeedSequence(0 if seed is None else seed, spawn_key=(2,))
+        )
 
     # -- every call ----------------------------------------------------------
+
+    @property
+    def single_rotation(self) -> bool:
+        """Whether this call evaluates one random O(3) element (no rule)."""
+        return self.mode == "random-single" or (self.random and not self.escalated)
 
     def rule_for_call(self) -> tuple[np.ndarray, np.ndarray]:
         """``(matrices (M, 3, 3), weights (M,))`` to evaluate at this call."""
         rule = self.rule
-        if self.mode == "grid":
+        if self.single_rotation:
+            return self._random_element(self._rng)[None], np.ones(1)
+        if self.mode in ("grid", "random"):
             return rule.matrices, rule.weights
         rotation = Rotation.random(random_state=self._rng).as_matrix()
-        if self.mode == "random-grid":
-            return rule.matrices @ rotation, rule.weights
-        if self.inversion and self._rng.random() < 0.5:
+        return rule.matrices @ rotation, rule.weights
+
+    def _random_element(self, rng) -> np.ndarray:
+        """A Haar-random element of O(3) (of SO(3) without inversion)."""
+        rotation = Rotation.random(random_state=rng).as_matrix()
+        if self.inversion and rng.random() < 0.5:
             rotation = -rotation
-        return rotation[None], np.ones(1)
+        return rotation
+
+    # -- mode="random": probes and escalation --------------------------------
+
+    def probe_due(self) -> bool:
+        """Whether this call (before ``count_call``) probes on its own schedule."""
+        return (
+            self.single_rotation
+            and self.random
+            and self.probe_interval > 0
+            and self.calls % self.probe_interval == 0
+        )
+
+    def observe_due(self) -> bool:
+        """Whether an escalated call's spread counts as a probe (same schedule)."""
+        return (
+            self.escalated and self.probe_interval > 0 and self.calls % self.probe_interval == 0
+        )
+
+    def probe_rotations(self) -> np.ndarray:
+        """``probe_orientations`` independent Haar-random O(3) elements (k, 3, 3)."""
+        return np.stack(
+            [self._random_element(self._probe_rng) for _ in range(self.probe_orientations)]
+        )
+
+    def observe(self, forces_error: float) -> str | None:
+        """Take one probe's forces equivariance error (eV/Å); escalate or return.
+
+        Returns a one-line message when the run switches (or, without a
+        tolerance, the first time the error exceeds ``WARN_LEVEL``), else None.
+        """
+        if not self.random or forces_error is None or not np.isfinite(forces_error):
+            return None
+        tolerance = self.escalation_tolerance
+        if tolerance is None:
+            if forces_error > WARN_LEVEL and not self.warned:
+                self.warned = True
+                return (
+                    f"the forces equivariance error is {forces_error * 1e3:.1f} meV/Å, above "
+                    f"{WARN_LEVEL * 1e3:.0f} meV/Å: one random rotation per step moves every "
+                    "force that far from the symmetrized one; give a tolerance (--tolerance) "
+                    "to switch to a rule where it is larger"
+                )
+            return None
+        if not self.escalated:
+            if forces_error <= tolerance:
+                return None
+            self.escalated = True
+            self.calm = 0
+            if self.auto:
+                self.chosen = False  # climb (from the rung last used) at the next call
+            return (
+                f"forces equivariance error {forces_error * 1e3:.2f} meV/Å is above the "
+                f"tolerance of {tolerance * 1e3:.2f} meV/Å: symmetrizing every step over "
+                + ("the auto ladder" if self.auto else self.rule.name)
+            )
+        self.calm = self.calm + 1 if forces_error <= tolerance else 0
+        if self.calm < self.calm_probes:
+            return None
+        self.escalated = False
+        self.calm = 0
+        return (
+            f"forces equivariance error below the tolerance of {tolerance * 1e3:.2f} meV/Å "
+            f"for {self.calm_probes} probes: back to one random rotation per step"
+        )
+
+    # -- restarts ------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything that decides the next calls (random streams, escalation, rung)."""
+        state = {
+            "rng": self._rng.bit_generator.state,
+            "residual_rng": self._residual_rng.bit_generator.state,
+            "probe_rng": self._probe_rng.bit_generator.state,
+            "calls": self.calls,
+            "escalated": self.escalated,
+            "calm": self.calm,
+            "warned": self.warned,
+        }
+        if self.auto:
+            state.update(
+                rung=self.rung,
+                chosen=self.chosen,
+                calls_since_check=self.calls_since_check,
+                last_residual={k: float(v) for k, v in self.last_residual.items()},
+            )
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where ``state_dict`` was taken."""
+        self._rng.bit_generator.state = state["rng"]
+        self._residual_rng.bit_generator.state = state["residual_rng"]
+        self._probe_rng.bit_generator.state = state["probe_rng"]
+        self.calls = int(state["calls"])
+        self.escalated = bool(state["escalated"])
+        self.calm = int(state["calm"])
+        self.warned = bool(state["warned"])
+        if self.auto and "rung" in state:
+            self.rung = int(state["rung"])
+            self.rule = self.rung_rule(self.rung)
+            self.chosen = bool(state["chosen"])
+            self.calls_since_check = int(state["calls_since_check"])
+            self.last_residual = dict(state["last_residual"])
 
     def residual_rotation(self) -> np.ndarray:
         """A Haar-random rotation: the rule's second orientation for its residual."""
@@ -117,8 +282,11 @@ class RulePolicy:
 
     @property
     def rule_name(self) -> str | None:
-        """The rule's name, None in ``"random-single"`` mode (no rule is used)."""
-        return None if self.mode == "random-single" else self.rule.name
+        """The rule in use: None in ``"random-single"`` mode, ``"random"`` for
+        one random rotation per call in ``"random"`` mode (a rule when escalated)."""
+        if self.mode == "random-single":
+            return None
+        return "random" if self.single_rotation else self.rule.name
 
     # -- quadrature="auto" ---------------------------------------------------
 
@@ -128,14 +296,16 @@ class RulePolicy:
 
     def climb_due(self) -> bool:
         """Whether this call must measure the residual (and maybe climb)."""
-        if not self.auto:
+        if not self.auto or self.single_rotation:
             return False
         if not self.chosen:
             return True
         return bool(self.recheck) and self.calls_since_check >= self.recheck
 
     def count_call(self) -> None:
-        if self.auto:
+        """Called once per call that did not climb."""
+        self.calls += 1
+        if self.auto and not self.single_rotation:
             self.calls_since_check += 1
 
     def climb(
@@ -167,7 +337,7 @@ class RulePolicy:
                 f"{metric:.2e} eV/Å with {rule.name}; raise tolerance= or "
                 "give a finer rule (quadrature='design:10', inversion=True)"
             )
-            if not self.chosen:
+            if not self.chosen and not self.random:
                 raise ValueError(message)
             warnings.warn(message + "; keeping the best rule", UserWarning, stacklevel=stacklevel)
         if self.chosen and rung != self.rung:
@@ -182,5 +352,11 @@ class RulePolicy:
         self.rule = rule
         self.chosen = True
         self.calls_since_check = 0
+        self.calls += 1
         self.last_residual = residual
         return rule, residual, payload
+
+
+def _check_tolerance(tolerance) -> None:
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance > 0:
+        raise ValueError(f"tolerance must be a positive number (eV/Å), got {tolerance!r}")

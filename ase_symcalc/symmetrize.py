@@ -27,6 +27,7 @@ from .transforms import back_rotate_forces, back_rotate_stress
 __all__ = [
     "SymmetrizedOutputs",
     "back_rotate",
+    "estimate_equivariance_errors",
     "remove_net_force",
     "remove_net_torque",
     "project_onto_structure",
@@ -156,6 +157,51 @@ def symmetrize(
     if z.direct_stress is not None:
         result.direct_stress = weighted_mean(z.direct_stress, weights)
     return result
+
+
+def estimate_equivariance_errors(
+    outputs: StackedOutputs,
+    matrices: np.ndarray,
+    *,
+    net_force_removal: bool = False,
+    net_torque_positions: np.ndarray | None = None,
+) -> SymmetrizedOutputs:
+    """Unbiased estimate of the equivariance errors from ``n >= 2`` random orientations.
+
+    ``matrices`` are independent Haar-random elements of O(3) (or SO(3)).
+    Their back-rotated outputs ``z_k`` are independent draws from the
+    distribution of ``z(g)`` over the group, so the sample variance with
+    Bessel's correction, ``sum_k |z_k - zbar|^2 / (n - 1)``, is an unbiased
+    estimate of the squared A metric (the variance over O(3), which a fine
+    rule's spread converges to); for two orientations it is
+    ``|z_1 - z_2|^2 / 2``. Returns ``symmetrize``'s outputs for the equal-
+    weight average of the ``n`` copies with every error so corrected (the
+    errors are square roots: unbiased are their squares, and run means
+    should be taken as root mean squares).
+    """
+    n = len(matrices)
+    if n < 2:
+        raise ValueError(f"an equivariance error needs at least 2 orientations, got {n}")
+    estimate = symmetrize(
+        outputs,
+        matrices,
+        np.full(n, 1.0 / n),
+        net_force_removal=net_force_removal,
+        net_torque_positions=net_torque_positions,
+    )
+    bessel = float(np.sqrt(n / (n - 1)))
+
+    def corrected(value):
+        return None if value is None else value * bessel
+
+    return replace(
+        estimate,
+        energy_error=corrected(estimate.energy_error),
+        forces_error=corrected(estimate.forces_error),
+        forces_error_per_atom=corrected(estimate.forces_error_per_atom),
+        stress_error=corrected(estimate.stress_error),
+        direct_forces_error=corrected(estimate.direct_forces_error),
+    )
 
 
 def project_onto_structure(

@@ -50,19 +50,20 @@ def add_output_options(parser, default: str, what: str, *, overwrite=False) -> N
         parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
-def _add_rule_options(parser, default: str) -> None:
+def _add_rule_options(parser, default: str | None, *, default_text=None, tolerance_text=None):
     """--quadrature, --tolerance and --recheck, the same on every command."""
     parser.add_argument(
         "--quadrature",
         default=default,
         help=f"rule spec, or 'auto': the cheapest rule whose forces residual is below "
-        f"--tolerance (default {default}; 'ase-symcalc quadratures' lists them)",
+        f"--tolerance (default {default_text or default}; 'ase-symcalc quadratures' lists them)",
     )
     parser.add_argument(
         "--tolerance",
         type=float,
         default=None,
-        help="with --quadrature auto: target forces residual in eV/Å (default 1e-3)",
+        help=tolerance_text
+        or "with --quadrature auto: target forces residual in eV/Å (default 1e-3)",
     )
     parser.add_argument(
         "--recheck",
@@ -148,10 +149,14 @@ def _make_calculator(args, model_path):
                 forces=args.forces,
                 variant=args.variant,
             )
+        extra = {}
+        if args.mode == "random":
+            extra["probe_interval"] = getattr(args, "probe_interval", 10)
         return SymmetrizedCalculator(
             model_path,
             mode=args.mode,
             seed=args.seed,
+            **extra,
             batch_size=args.batch_size,
             forces=args.forces,
             variant=args.variant,

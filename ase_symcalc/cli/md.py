@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ..evaluators import NonFiniteOutputError
 from ._common import (
     CommandError,
     _add_rule_options,
@@ -27,7 +31,8 @@ from ._common import (
 MD_EXAMPLES = """\
 examples:
   ase-symcalc md                                  # 108 Cu atoms, 300 K, shipped model
-  ase-symcalc md POSCAR --steps 200 --quadrature lebedev:3 --output run1
+  ase-symcalc md POSCAR --steps 2000 --tolerance 0.02   # escalate above 20 meV/Å
+  ase-symcalc md POSCAR --steps 200 --mode grid --quadrature lebedev:3 --output run1
   ase-symcalc md start.extxyz --mode raw --ensemble nve --timestep 2
   ase-symcalc md --model my-pet-mad.pt --ensemble langevin --temperature 600
   ase-symcalc md --ensemble npt --pressure 1 --temperature 300 --steps 100
@@ -47,9 +52,26 @@ def add_parser(sub) -> None:
     )
     md.add_argument("structure", nargs="?", help="any file ASE reads (default: 3x3x3 fcc Cu)")
     add_model_options(md, batch_size=True)
-    _add_rule_options(md, "lebedev:3")
+    _add_rule_options(
+        md,
+        None,
+        default_text="lebedev:3 with --mode grid or random-grid; auto, the rule --mode random "
+        "escalates to",
+        tolerance_text="eV/Å. --mode random: the logged forces equivariance error above which "
+        "the run symmetrizes every step over --quadrature (without it: one warning above "
+        "50 meV/Å, no switching). --quadrature auto: the target forces residual "
+        "(default 1e-3)",
+    )
     md.add_argument(
-        "--mode", default="grid", choices=["grid", "random-grid", "random-single", "raw"]
+        "--mode",
+        default="random",
+        choices=["random", "grid", "random-grid", "random-single", "raw"],
+        help="random (default): one random rotation per step, the equivariance errors "
+        "estimated from one more at every logged step (about 1.2 evaluations per step); "
+        "with --tolerance X, a logged forces error above X switches to --quadrature (default "
+        "auto, to X) every step until 5 logged errors in a row are below it. grid: "
+        "--quadrature (default lebedev:3) every step. random-single: one random rotation, "
+        "no estimate. raw: the model alone",
     )
     md.add_argument("--ensemble", default="langevin", choices=["nve", "langevin", "npt"])
     md.add_argument(
@@ -57,7 +79,7 @@ def add_parser(sub) -> None:
     )
     md.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
     md.add_argument("--timestep", type=float, default=2.0, help="fs (default 2)")
-    md.add_argument("--steps", type=int, default=30, help="time steps (default 30)")
+    md.add_argument("--steps", type=int, default=500, help="time steps (default 500: 1 ps)")
     md.add_argument(
         "--mts",
         type=int,
@@ -75,15 +97,22 @@ def add_parser(sub) -> None:
         help="forces of the symmetrized model (default: the model's own kind; with "
         "--mts: conservative)",
     )
-    md.add_argument("--interval", type=int, default=1, help="log every n steps")
+    md.add_argument(
+        "--interval",
+        type=int,
+        default=None,
+        help="log every n steps (default 10 with --mode random, 1 otherwise)",
+    )
     md.add_argument("--seed", type=int, default=0)
     add_output_options(md, "symcalc-md", "output directory", overwrite=True)
     md.add_argument(
         "--restart",
         metavar="DIR",
         default=None,
-        help="continue a run from the last frame of DIR/trajectory.extxyz, appending "
-        "to DIR/log.csv (--steps more steps)",
+        help="continue a run from DIR/checkpoint.npz (positions, momenta, random streams "
+        "and thermostat state of the last logged step; older runs: the last frame of "
+        "DIR/trajectory.extxyz), appending to DIR/log.csv (--steps more steps); give the "
+        "same options as the first run",
     )
 
     plot = sub.add_parser("plot", help="draw the equivariance figure from a log.csv")
@@ -174,8 +203,32 @@ def _column(values: list[str]) -> np.ndarray:
         return np.array(values, dtype=str)
 
 
+def block_standard_error(values: np.ndarray, blocks: int = 10) -> float:
+    """Standard error of the mean of a correlated series, from block averages.
+
+    The series is cut into ``blocks`` contiguous blocks (fewer when short);
+    the spread of the block means covers the correlation between nearby
+    MD steps that ``std / sqrt(n)`` would ignore. NaN below 2 values.
+    """
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    if n < 2:
+        return float("nan")
+    blocks = min(blocks, n)
+    size = n // blocks
+    means = values[: blocks * size].reshape(blocks, size).mean(axis=1)
+    return float(means.std(ddof=1) / np.sqrt(blocks))
+
+
 def summarize(log: dict, n_atoms: int) -> dict:
-    """Means and maxima of the errors, and the drift of the total energy."""
+    """Run statistics of the errors (mean, RMS, block standard error, max), and the drift.
+
+    For the equivariance errors the RMS over the logged steps is the
+    quantity to quote: each per-step estimate is unbiased as a square
+    (``symmetrize.estimate_equivariance_errors``), so the mean of squares
+    is unbiased for the run's mean squared error; ``rms_stderr`` is its
+    block standard error carried through the square root.
+    """
     summary = {"logged_steps": int(len(log["step"]))}
     for name in (
         "energy_equivariance_error",
@@ -188,10 +241,20 @@ def summarize(log: dict, n_atoms: int) -> dict:
         if name not in log:  # logs written before the column existed
             continue
         values = log[name][np.isfinite(log[name])]
-        summary[name] = {
-            "mean": float(values.mean()) if len(values) else None,
-            "max": float(values.max()) if len(values) else None,
-        }
+        stats = {"count": int(len(values))}
+        if len(values):
+            rms = float(np.sqrt(np.mean(values**2)))
+            square_stderr = block_standard_error(values**2)
+            stats.update(
+                mean=float(values.mean()),
+                stderr=block_standard_error(values),
+                rms=rms,
+                rms_stderr=square_stderr / (2 * rms) if rms > 0 else 0.0,
+                max=float(values.max()),
+            )
+        else:
+            stats.update(mean=None, stderr=None, rms=None, rms_stderr=None, max=None)
+        summary[name] = stats
     t_ps = log["time_fs"] / 1000.0
     if len(t_ps) >= 2 and np.ptp(t_ps) > 0:
         slope = np.polyfit(t_ps, log["etot"], 1)[0]  # eV/ps
@@ -199,6 +262,11 @@ def summarize(log: dict, n_atoms: int) -> dict:
     summary["mean_temperature_K"] = float(np.nanmean(log["temperature_K"]))
     if "rule" in log and log["rule"].dtype.kind == "U":
         summary["rules_used"] = sorted({str(rule) for rule in log["rule"] if str(rule)})
+    if "evaluations" in log and len(log["step"]) >= 2:
+        steps = log["step"][-1] - log["step"][0]
+        if steps > 0:
+            # the first row's count is the starting structure's own
+            summary["evaluations_per_step"] = float(np.nansum(log["evaluations"][1:]) / steps)
     return summary
 
 
@@ -231,24 +299,40 @@ def plot_log(log: dict, output: Path, title: str = ""):
     plt.close(fig)
 
 
+CHECKPOINT = "checkpoint.npz"
+
+
 def _restart_state(directory: Path):
-    """Last trajectory frame, and the log cut back to that frame's step."""
+    """The state to continue from, and the log and trajectory cut back to its step.
+
+    ``DIR/checkpoint.npz`` (written at every logged step) holds the exact
+    positions, momenta, cached model results and random streams; a run from
+    before checkpoints restarts from the last complete trajectory frame.
+    Returns ``(atoms, step, checkpoint or None)``.
+    """
     from ase.io import read, write
 
     trajectory = directory / "trajectory.extxyz"
     log_file = directory / "log.csv"
     if not trajectory.is_file() or not log_file.is_file():
         raise CommandError(f"cannot restart: '{directory}' has no trajectory.extxyz and log.csv")
+    checkpoint = load_checkpoint(directory / CHECKPOINT)
     try:
         frames = read(trajectory, ":")
     except Exception:  # a frame cut by a killed run: keep the complete ones
         frames = _read_complete_frames(trajectory)
-    if not frames:
-        raise CommandError(f"cannot restart: '{trajectory}' holds no complete frame")
-    write(trajectory, frames, format="extxyz")  # drop a half-written last frame
-    last = frames[-1]
-    step = int(last.info["step"])
-    # rows logged after the last saved frame (or cut in half) would be duplicated
+    if checkpoint is not None:
+        step = checkpoint["step"]
+        frames = [frame for frame in frames if int(frame.info["step"]) <= step]
+        atoms = checkpoint["atoms"]
+    else:
+        if not frames:
+            raise CommandError(f"cannot restart: '{trajectory}' holds no complete frame")
+        atoms = frames[-1].copy()
+        atoms.calc = None
+        step = int(frames[-1].info["step"])
+    write(trajectory, frames, format="extxyz")  # drop half-written or later frames
+    # rows logged after the restart step (or cut in half) would be duplicated
     lines = log_file.read_text().splitlines(keepends=True)
     kept = [lines[0]]
     for line in lines[1:]:
@@ -259,9 +343,7 @@ def _restart_state(directory: Path):
             break
         kept.append(line)
     log_file.write_text("".join(kept))
-    atoms = last.copy()
-    atoms.calc = None
-    return atoms, step
+    return atoms, step, checkpoint
 
 
 def _read_complete_frames(path: Path):
@@ -276,13 +358,123 @@ def _read_complete_frames(path: Path):
     return frames
 
 
+def save_checkpoint(path: Path, atoms, step: int, dyn) -> None:
+    """Everything a restart needs to continue bit for bit, written atomically.
+
+    The atoms (positions, momenta, cell at full precision), the calculator's
+    cached results of this step (a restart evaluates nothing before its first
+    step), its random streams and escalation state, and the thermostat's
+    random state.
+    """
+    calc = atoms.calc
+    arrays = {
+        "numbers": atoms.numbers,
+        "positions": atoms.positions,
+        "momenta": atoms.get_momenta(),
+        "cell": atoms.cell.array,
+        "pbc": atoms.pbc,
+    }
+    results = {}
+    for key, value in calc.results.items():
+        if isinstance(value, str):
+            results[key] = value
+        else:
+            arrays[f"result:{key}"] = np.asarray(value)
+    meta = {"step": step, "results": results, "calculator": calc.state_dict()}
+    rng = getattr(dyn, "rng", None)
+    if isinstance(rng, np.random.RandomState):
+        name, keys, position, has_gauss, gauss = rng.get_state()
+        arrays["thermostat_keys"] = keys
+        meta["thermostat"] = [name, int(position), int(has_gauss), float(gauss)]
+    elif isinstance(rng, np.random.Generator):
+        meta["thermostat_generator"] = rng.bit_generator.state
+    arrays["meta"] = np.array(json.dumps(meta))
+    partial = path.with_name(path.name + ".part")
+    with open(partial, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    """A checkpoint as ``{"atoms", "step", "results", "calculator", ...}``; None if absent."""
+    from ase import Atoms
+
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as data:
+            arrays = {key: data[key] for key in data.files}
+    except Exception as error:
+        raise CommandError(
+            f"cannot read the checkpoint '{path}' ({error}); remove it to restart from the "
+            "last trajectory frame instead"
+        ) from error
+    meta = json.loads(str(arrays.pop("meta")))
+    atoms = Atoms(
+        numbers=arrays.pop("numbers"),
+        positions=arrays.pop("positions"),
+        cell=arrays.pop("cell"),
+        pbc=arrays.pop("pbc"),
+    )
+    atoms.set_momenta(arrays.pop("momenta"))
+    results = dict(meta["results"])
+    for key in [key for key in arrays if key.startswith("result:")]:
+        value = arrays.pop(key)
+        results[key.split(":", 1)[1]] = float(value) if value.ndim == 0 else value
+    checkpoint = {"atoms": atoms, "step": int(meta["step"]), "results": results}
+    checkpoint["calculator"] = meta["calculator"]
+    if "thermostat" in meta:
+        name, position, has_gauss, gauss = meta["thermostat"]
+        checkpoint["thermostat"] = (name, arrays["thermostat_keys"], position, has_gauss, gauss)
+    if "thermostat_generator" in meta:
+        checkpoint["thermostat_generator"] = meta["thermostat_generator"]
+    return checkpoint
+
+
+def _resume(atoms, dyn, checkpoint) -> None:
+    """Put the calculator and the thermostat back where the checkpoint left them."""
+    calc = atoms.calc
+    calc.load_state_dict(checkpoint["calculator"])
+    # the cached results of the restart step: the first step evaluates nothing again
+    calc.atoms = atoms.copy()
+    calc.results = dict(checkpoint["results"])
+    calc._observed = True  # noqa: SLF001 - the step was probed (it was logged)
+    rng = getattr(dyn, "rng", None)
+    if "thermostat" in checkpoint and isinstance(rng, np.random.RandomState):
+        rng.set_state(checkpoint["thermostat"])
+    elif "thermostat_generator" in checkpoint and isinstance(rng, np.random.Generator):
+        rng.bit_generator.state = checkpoint["thermostat_generator"]
+
+
+class _Stopped(Exception):
+    """The run ends early: a signal or a non-finite model output."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def _resolve_defaults(args) -> None:
+    if args.quadrature is None:
+        args.quadrature = "auto" if args.mode == "random" else "lebedev:3"
+    if args.interval is None:
+        args.interval = 10 if args.mode == "random" else 1
+    if args.tolerance is not None and args.mode not in ("random", "raw"):
+        if args.quadrature.strip() != "auto":
+            raise CommandError(
+                "--tolerance goes with --mode random (escalation) or --quadrature auto; "
+                f"--mode {args.mode} with --quadrature {args.quadrature} has no use for it"
+            )
+
+
 def run_md(args) -> int:
     from tqdm.auto import tqdm
 
     from ..monitor import EquivarianceMonitor
 
-    if args.steps < 0 or args.interval < 1 or args.timestep <= 0:
+    if args.steps < 0 or (args.interval is not None and args.interval < 1) or args.timestep <= 0:
         raise CommandError("--steps must be >= 0, --interval >= 1 and --timestep > 0")
+    _resolve_defaults(args)
     outer_steps = args.steps
     if args.mts is not None:
         if args.mts < 1 or args.steps % args.mts:
@@ -290,29 +482,38 @@ def run_md(args) -> int:
                 f"--mts must be a positive divisor of --steps (got --mts {args.mts}, "
                 f"--steps {args.steps})"
             )
-        if args.mode == "raw":
-            raise CommandError("--mts needs a symmetrized model: drop --mode raw")
+        if args.mode in ("raw", "random"):
+            raise CommandError(
+                f"--mts needs a symmetrized model averaged over a rule: add --mode grid "
+                f"(not {args.mode})"
+            )
         outer_steps = args.steps // args.mts
         if args.forces is None:
             args.forces = "conservative"
     model_path = _model_path(args.model)
     step_offset = 0
+    checkpoint = None
     if args.restart:
         output = Path(args.restart)
-        atoms, step_offset = _restart_state(output)
+        atoms, step_offset, checkpoint = _restart_state(output)
     else:
         atoms = _load_structure(args.structure)
         output = Path(args.output)
         _check_output(output, args.overwrite)
+    # the monitor asks for the probes at the logged steps: none on the calculator's own schedule
+    args.probe_interval = 0
     atoms.calc = _make_calculator(args, model_path)
-    # the model must take this structure before an old output is replaced; the
-    # result is cached, so the first MD step does not evaluate again
-    _first_evaluation(atoms, args.structure or "the default structure")
+    if checkpoint is None:
+        # the model must take this structure before an old output is replaced; the
+        # result is cached, so the first MD step does not evaluate again
+        _first_evaluation(atoms, args.structure or "the default structure")
     if not args.restart:
         _prepare_output(output, args.overwrite)
     if not atoms.has("momenta") or not atoms.get_momenta().any():
         _thermalize(atoms, args.temperature, args.seed)
     dyn = _dynamics(args, atoms)
+    if checkpoint is not None:
+        _resume(atoms, dyn, checkpoint)
     monitor = EquivarianceMonitor(
         atoms,
         output / "log.csv",
@@ -320,47 +521,108 @@ def run_md(args) -> int:
         trajectory=output / "trajectory.extxyz",
         step_offset=step_offset,
     )
+    checkpoint_file = output / CHECKPOINT
+    inner = args.mts or 1
+    last_logged = {"step": step_offset if args.restart else None}
+
+    def log_step():
+        step = dyn.nsteps * inner + step_offset
+        if step == last_logged["step"]:
+            return
+        monitor()
+        if args.mts is None:  # the MTS integrator's state is not checkpointed
+            save_checkpoint(checkpoint_file, atoms, step, dyn)
+        last_logged["step"] = step
+
+    stop = {}
+
+    def on_signal(signum, frame):
+        stop.setdefault("signal", signum)
+
+    def check_stop():
+        if "signal" in stop:
+            log_step()  # the step just finished, flushed and checkpointed
+            step = dyn.nsteps * inner + step_offset
+            name = signal.Signals(stop["signal"]).name
+            left = args.steps - (step - step_offset)
+            raise _Stopped(
+                f"stopped by {name} after step {step}; the log, trajectory and checkpoint "
+                f"are in {output}/; continue with: ase-symcalc md --restart {output} "
+                f"--steps {left} (and the same options)",
+                128 + stop["signal"],
+            )
+
     bar = tqdm(total=outer_steps, desc="MD", unit="step", disable=None)
-    if step_offset:
-        # the restart frame is already logged: skip the observer call at step 0
-        dyn.attach(lambda: monitor() if dyn.nsteps > 0 else None, interval=args.interval)
-    else:
-        dyn.attach(monitor, interval=args.interval)
+    dyn.attach(log_step, interval=args.interval)
     dyn.attach(lambda: bar.update(1) if dyn.nsteps > 0 else None, interval=1)
+    dyn.attach(check_stop, interval=1)
+    handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     start = time.perf_counter()
+    evaluations_before = atoms.calc.evaluation_count
+    stopped = None
     try:
         dyn.run(outer_steps)
+    except _Stopped as error:
+        stopped = error
+    except NonFiniteOutputError as error:
+        step = (dyn.nsteps + 1) * inner + step_offset
+        where = f" on atom {error.atom} ({atoms.get_chemical_symbols()[error.atom]})"
+        stopped = _Stopped(
+            f"step {step}: the model returned a non-finite {error.name}"
+            f"{where if error.atom is not None else ''}; stopped, the log and trajectory "
+            f"keep the steps before it ({output}/); a smaller --timestep or a check of "
+            "the structure near that atom may help",
+            1,
+        )
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         bar.close()
         monitor.close()
     elapsed = time.perf_counter() - start
+    steps_done = dyn.nsteps * inner
     log = read_log(output / "log.csv")
     summary = summarize(log, len(atoms))
     calc = atoms.calc
+    evaluations = (
+        calc.evaluation_count - evaluations_before + getattr(dyn, "fast_evaluations", 0)
+    )
     summary.update(
         {
             "structure": args.structure or "fcc Cu 3x3x3 (108 atoms)",
             "atoms": len(atoms),
             "model": model_path,
-            "quadrature": calc.quadrature.name if args.mode != "random-single" else None,
+            "quadrature": (
+                calc.quadrature.name if args.mode not in ("random-single", "random") else None
+            ),
             "mode": args.mode,
+            "tolerance": args.tolerance,
             "ensemble": args.ensemble,
             "timestep_fs": args.timestep,
             "steps": args.steps,
+            "steps_done": steps_done,
+            "interval": args.interval,
             "mts": args.mts,
             "forces": getattr(calc.evaluator, "forces", None),
             "wall_time_s": elapsed,
-            "seconds_per_step": elapsed / max(args.steps, 1),
-            "model_evaluations": calc.evaluation_count + getattr(dyn, "fast_evaluations", 0),
+            "seconds_per_step": elapsed / max(steps_done, 1),
+            "model_evaluations": evaluations,
+            "model_evaluations_per_step": evaluations / max(steps_done, 1),
         }
     )
+    if stopped is not None:
+        summary["stopped"] = str(stopped)
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_log(log, output / "equivariance.png", title=f"{summary['structure']}, {args.mode}")
+    if stopped is not None:
+        print(f"ase-symcalc md: {stopped}", file=sys.stderr)
+        return stopped.code
     forces = summary["forces_equivariance_error"]
     print(
-        f"{args.steps} steps in {elapsed:.1f} s ({summary['seconds_per_step']:.2f} s/step); "
-        f"forces equivariance error mean {_meV(forces['mean'])} meV/Å, "
-        f"max {_meV(forces['max'])} meV/Å; outputs in {output}/"
+        f"{args.steps} steps in {elapsed:.1f} s ({summary['seconds_per_step']:.3f} s/step, "
+        f"{summary['model_evaluations_per_step']:.2f} model evaluations/step); forces "
+        f"equivariance error {_meV(forces['rms'])} ± {_meV(forces['rms_stderr'])} meV/Å (RMS over "
+        f"{forces['count']} logged steps), max {_meV(forces['max'])} meV/Å; outputs in {output}/"
     )
     return 0
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 
-from ._base import Evaluator, StackedOutputs, check_outputs
+from ._base import Evaluator, NonFiniteOutputError, StackedOutputs, check_outputs
 from .ase_loop import ASECalculatorEvaluator, rotated_atoms
 from .torchsim import TorchSimEvaluator, is_torchsim_model
 
 __all__ = [
     "ASECalculatorEvaluator",
     "Evaluator",
+    "NonFiniteOutputError",
     "StackedOutputs",
     "TorchSimEvaluator",
     "check_outputs",

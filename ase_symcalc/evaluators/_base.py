@@ -16,7 +16,17 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from ase import Atoms
 
-__all__ = ["Evaluator", "StackedOutputs", "check_outputs"]
+__all__ = ["Evaluator", "NonFiniteOutputError", "StackedOutputs", "check_outputs"]
+
+
+class NonFiniteOutputError(ValueError):
+    """A model returned NaN or infinity; names the property, the copy and the atom."""
+
+    def __init__(self, message: str, name: str, copy: int, atom: int | None):
+        super().__init__(message)
+        self.name = name
+        self.copy = copy
+        self.atom = atom
 
 
 @dataclass
@@ -103,7 +113,15 @@ def check_outputs(
         finite = np.isfinite(values.reshape(n_copies, -1)).all(axis=1)
         if not finite.all():
             bad = int(np.flatnonzero(~finite)[0])
-            raise ValueError(
+            atom = None
+            if name in ("forces", "energies"):
+                per_atom = np.isfinite(values[bad].reshape(n_atoms, -1)).all(axis=1)
+                atom = int(np.flatnonzero(~per_atom)[0])
+            raise NonFiniteOutputError(
                 f"{model_name} returned non-finite {name!r} for rotated copy {bad} "
-                f"(of {n_copies}); the structure or the model is broken there"
+                f"(of {n_copies}){'' if atom is None else f' on atom {atom}'}; the structure "
+                "or the model is broken there",
+                name,
+                bad,
+                atom,
             )

@@ -1,0 +1,24 @@
+"""Warnings that point at the user's line, not into this package or ASE."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+__all__ = ["EquivarianceWarning", "warn_user"]
+
+_INTERNAL = ("ase_symcalc", "ase")
+
+
+class EquivarianceWarning(UserWarning):
+    """A model's equivariance error crossed a level (``mode="random"`` escalation)."""
+
+
+def warn_user(message: str, category=UserWarning) -> None:
+    """``warnings.warn`` with the stack level of the first frame outside ase_symcalc and ASE."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _INTERNAL:
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
