@@ -16,8 +16,8 @@ class EquivarianceWarning(UserWarning):
 
 def warn_user(message: str, category=UserWarning) -> None:
     """``warnings.warn`` with the stack level of the first frame outside ase_symcalc and ASE."""
-    frame = sys._getframe(1)
-    level = 1
+    frame = sys._getframe(1)  # warn_user's caller: stacklevel 2
+    level = 2
     while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _INTERNAL:
         frame = frame.f_back
         level += 1

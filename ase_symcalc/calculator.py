@@ -13,12 +13,12 @@ from ase.calculators.calculator import (
     all_changes,
 )
 
+from ._warnings import EquivarianceWarning, warn_user
 from .evaluators import StackedOutputs, check_outputs, make_evaluator
 from .metrics import residual_rmse
 from .quadrature import O3Quadrature, find_identity, get_quadrature, next_rule
 from .rule_policy import RulePolicy
 from .structure_symmetry import StructureSymmetry, find_symmetry
-from ._warnings import EquivarianceWarning, warn_user
 from .symmetrize import estimate_equivariance_errors, project_onto_structure, symmetrize
 from .transforms import matrix_to_voigt
 
@@ -125,7 +125,8 @@ class SymmetrizedCalculator(Calculator):
         they never change the rotation of any call.
     tolerance, recheck :
         ``mode="random"``: the forces equivariance error (eV/Å) above which
-        the run escalates (see ``mode``). Otherwise ``quadrature="auto"`` only. ``tolerance`` (eV/Å, default 1e-3) bounds
+        the run escalates (see ``mode``). Otherwise ``quadrature="auto"``
+        only: ``tolerance`` (eV/Å, default 1e-3) bounds
         the estimated forces residual (the energy residual per atom, eV, for
         models without forces) with a margin: a rule is kept when its
         estimate is below ``tolerance / rule_policy.AUTO_MARGIN`` (2), which covers the
@@ -471,7 +472,9 @@ class SymmetrizedCalculator(Calculator):
         if not self.results or not self._policy.random or self._observed:
             return self.results
         atoms = self.atoms
-        wanted = [name for name in ("energy", "forces", "stress", "energies") if name in self.results]
+        wanted = [
+            name for name in ("energy", "forces", "stress", "energies") if name in self.results
+        ]
         count_before = self.evaluation_count
         try:
             if self._step_copy is not None:

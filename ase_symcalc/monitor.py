@@ -6,8 +6,9 @@ one row to a CSV file, flushed at once, so a killed run keeps every finished
 step. In ``mode="random"`` it first asks the calculator to probe the current
 structure (``SymmetrizedCalculator.probe``: one or two more evaluations, none
 if the step already probed), so that every row holds a fresh estimate of the
-equivariance errors; in the other modes it adds no model evaluation. Optionally it also appends extxyz frames
-with the same values in ``info`` and the per-atom errors in ``arrays``.
+equivariance errors; in the other modes it adds no model evaluation.
+Optionally it also appends extxyz frames with the same values in ``info`` and
+the per-atom errors in ``arrays``.
 """
 
 from __future__ import annotations

@@ -107,8 +107,9 @@ class RulePolicy:
         if self.random and tolerance is not None:
             _check_tolerance(tolerance)
             self.escalation_tolerance = float(tolerance)
-        self.escalated = False
-        self.calm = 0
+        #: mode="random": the systems averaged over the rule (the calculator has one: 0)
+        self.escalated_systems: set[int] = set()
+        self.calm: dict[int, int] = {}
         self.warned = False
         self.calls = 0
         self.auto = isinstance(quadrature, str) and quadrature.strip() == "auto"
@@ -157,6 +158,20 @@ class RulePolicy:
         """Whether this call evaluates one random O(3) element (no rule)."""
         return self.mode == "random-single" or (self.random and not self.escalated)
 
+    @property
+    def escalated(self) -> bool:
+        """Whether system 0 (the calculator's structure) is averaged over the rule."""
+        return 0 in self.escalated_systems
+
+    def probe_scheduled(self) -> bool:
+        """mode="random": whether this call (before ``count_call``) is a probe on schedule."""
+        return self.random and self.probe_interval > 0 and self.calls % self.probe_interval == 0
+
+    def forget_systems(self) -> None:
+        """Drop the per-system escalation state (a batch of other systems)."""
+        self.escalated_systems.clear()
+        self.calm.clear()
+
     def rule_for_call(self) -> tuple[np.ndarray, np.ndarray]:
         """``(matrices (M, 3, 3), weights (M,))`` to evaluate at this call."""
         rule = self.rule
@@ -178,18 +193,11 @@ class RulePolicy:
 
     def probe_due(self) -> bool:
         """Whether this call (before ``count_call``) probes on its own schedule."""
-        return (
-            self.single_rotation
-            and self.random
-            and self.probe_interval > 0
-            and self.calls % self.probe_interval == 0
-        )
+        return self.single_rotation and self.probe_scheduled()
 
     def observe_due(self) -> bool:
         """Whether an escalated call's spread counts as a probe (same schedule)."""
-        return (
-            self.escalated and self.probe_interval > 0 and self.calls % self.probe_interval == 0
-        )
+        return self.escalated and self.probe_scheduled()
 
     def probe_rotations(self) -> np.ndarray:
         """``probe_orientations`` independent Haar-random O(3) elements (k, 3, 3)."""
@@ -197,8 +205,8 @@ class RulePolicy:
             [self._random_element(self._probe_rng) for _ in range(self.probe_orientations)]
         )
 
-    def observe(self, forces_error: float) -> str | None:
-        """Take one probe's forces equivariance error (eV/Å); escalate or return.
+    def observe(self, forces_error: float, system: int = 0) -> str | None:
+        """Take one probe's forces equivariance error (eV/Å) of ``system``; escalate or return.
 
         Returns a one-line message when the run switches (or, without a
         tolerance, the first time the error exceeds ``WARN_LEVEL``), else None.
@@ -216,11 +224,11 @@ class RulePolicy:
                     "to switch to a rule where it is larger"
                 )
             return None
-        if not self.escalated:
+        if system not in self.escalated_systems:
             if forces_error <= tolerance:
                 return None
-            self.escalated = True
-            self.calm = 0
+            self.escalated_systems.add(system)
+            self.calm[system] = 0
             if self.auto:
                 self.chosen = False  # climb (from the rung last used) at the next call
             return (
@@ -228,11 +236,11 @@ class RulePolicy:
                 f"tolerance of {tolerance * 1e3:.2f} meV/Å: symmetrizing every step over "
                 + ("the auto ladder" if self.auto else self.rule.name)
             )
-        self.calm = self.calm + 1 if forces_error <= tolerance else 0
-        if self.calm < self.calm_probes:
+        self.calm[system] = self.calm.get(system, 0) + 1 if forces_error <= tolerance else 0
+        if self.calm[system] < self.calm_probes:
             return None
-        self.escalated = False
-        self.calm = 0
+        self.escalated_systems.discard(system)
+        self.calm.pop(system)
         return (
             f"forces equivariance error below the tolerance of {tolerance * 1e3:.2f} meV/Å "
             f"for {self.calm_probes} probes: back to one random rotation per step"
@@ -247,8 +255,8 @@ class RulePolicy:
             "residual_rng": self._residual_rng.bit_generator.state,
             "probe_rng": self._probe_rng.bit_generator.state,
             "calls": self.calls,
-            "escalated": self.escalated,
-            "calm": self.calm,
+            "escalated": sorted(self.escalated_systems),
+            "calm": {str(system): count for system, count in self.calm.items()},
             "warned": self.warned,
         }
         if self.auto:
@@ -266,8 +274,8 @@ class RulePolicy:
         self._residual_rng.bit_generator.state = state["residual_rng"]
         self._probe_rng.bit_generator.state = state["probe_rng"]
         self.calls = int(state["calls"])
-        self.escalated = bool(state["escalated"])
-        self.calm = int(state["calm"])
+        self.escalated_systems = {int(system) for system in state["escalated"]}
+        self.calm = {int(system): int(count) for system, count in state["calm"].items()}
         self.warned = bool(state["warned"])
         if self.auto and "rung" in state:
             self.rung = int(state["rung"])

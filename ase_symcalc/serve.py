@@ -51,8 +51,22 @@ def parse_address(address: str) -> dict:
     )
 
 
+#: sent at every structure, NaN when not measured (mode="random" between its
+#: probes), so that an i-PI output of the key has a value at every step
+ALWAYS_SENT = (
+    "energy_equivariance_error",
+    "forces_equivariance_error",
+    "stress_equivariance_error",
+)
+
+
 def extras(results: dict) -> dict:
-    """The per-structure diagnostics of a ``SymmetrizedCalculator``, JSON-ready."""
+    """The per-structure diagnostics of a ``SymmetrizedCalculator``, JSON-ready.
+
+    The equivariance errors are sent even when NaN (JSON ``NaN``, which i-PI's
+    Python parser reads): with ``--mode random`` they are estimated every
+    ``--probe-interval`` structures only.
+    """
     out = {}
     for key in EXTRAS_KEYS:
         value = results.get(key)
@@ -60,7 +74,7 @@ def extras(results: dict) -> dict:
             continue
         if isinstance(value, str):
             out[key] = value
-        elif np.isfinite(value):
+        elif np.isfinite(value) or key in ALWAYS_SENT:
             out[key] = float(value) if key != "evaluations" else int(value)
     raw_forces = results.get("raw_forces")
     if raw_forces is not None and "forces" in results:

@@ -36,11 +36,14 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         "Python >= 3.12); bash scripts/setup.sh installs it where Python >= 3.12 exists"
     ) from error
 
+from dataclasses import replace
+
 from ._torchsim_copies import copies_state, run_model
+from ._warnings import EquivarianceWarning, warn_user
 from .evaluators import StackedOutputs
 from .metrics import residual_rmse
 from .rule_policy import RulePolicy
-from .symmetrize import symmetrize
+from .symmetrize import estimate_equivariance_errors, symmetrize
 
 __all__ = ["SymmetrizedModel", "ERROR_KEYS"]
 
@@ -79,6 +82,15 @@ class SymmetrizedModel(ModelInterface):
         Also estimate the residual per system (one more pass over the rule in
         a Haar-random orientation): ``energy_residual``, ``forces_residual``,
         ``stress_residual`` [S].
+    probe_interval, probe_orientations, calm_probes :
+        ``mode="random"``, as in ``SymmetrizedCalculator``: one random O(3)
+        element per call for the whole batch; every ``probe_interval`` calls
+        ``probe_orientations`` more give every system an unbiased estimate of
+        its equivariance errors (the error outputs, NaN between probes).
+        With ``tolerance``, each system whose estimate exceeds it is averaged
+        over ``quadrature`` (``"auto"``: the ladder) until ``calm_probes``
+        probes in a row are below it: ``symmetrized_over_rule [S]`` says
+        which. The per-system state is dropped when the batch changes size.
     """
 
     def __init__(
@@ -95,6 +107,9 @@ class SymmetrizedModel(ModelInterface):
         batch_size: int | None = None,
         remove_net_force: bool = False,
         residual: bool = False,
+        probe_interval: int = 10,
+        probe_orientations: int = 1,
+        calm_probes: int = 5,
     ) -> None:
         super().__init__()
         if not isinstance(model, ModelInterface):
@@ -113,7 +128,16 @@ class SymmetrizedModel(ModelInterface):
             seed=seed,
             tolerance=tolerance,
             recheck=recheck,
+            probe_interval=probe_interval,
+            probe_orientations=probe_orientations,
+            calm_probes=calm_probes,
         )
+        if mode == "random" and residual:
+            raise ValueError(
+                "residual=True measures a rule's residual; mode='random' uses no rule: "
+                "its probes estimate the equivariance errors instead"
+            )
+        self._systems_seen = None
         self.batch_size = batch_size
         self.remove_net_force = remove_net_force
         self.residual = residual
@@ -142,7 +166,7 @@ class SymmetrizedModel(ModelInterface):
     @property
     def copies_per_system(self) -> int:
         """Inner-model systems per system of a batch (M, the rule's size)."""
-        return 1 if self.policy.mode == "random-single" else len(self.policy.rule)
+        return 1 if self.policy.single_rotation else len(self.policy.rule)
 
     @property
     def quadrature(self):
@@ -153,6 +177,8 @@ class SymmetrizedModel(ModelInterface):
 
     def forward(self, state: ts.SimState, **kwargs) -> dict[str, torch.Tensor]:
         policy = self.policy
+        if policy.random:
+            return self._random_forward(state)
         if policy.climb_due():
             return self._climb(state)
         matrices, weights = policy.rule_for_call()
@@ -164,10 +190,9 @@ class SymmetrizedModel(ModelInterface):
             averaged.update(policy.last_residual)
         return averaged
 
-    def _average(self, state, matrices, weights) -> dict[str, torch.Tensor]:
-        """One pass over a rule for every system: averages and errors, in the model dtype."""
-        g = torch.as_tensor(np.asarray(matrices), dtype=torch.float64, device=state.device)
-        w = torch.as_tensor(np.asarray(weights), dtype=torch.float64, device=state.device)
+    def _stacked(self, state, matrices) -> tuple[torch.Tensor, list]:
+        """The inner model on every copy ``g_m.x_s``: ``(g, [(atoms of s, StackedOutputs)])``."""
+        g = torch.as_tensor(np.array(matrices), dtype=torch.float64, device=state.device)
         copies, layout = copies_state(state, g)
         outputs = run_model(self.model, copies, self.batch_size)
         self.evaluation_count += copies.n_systems
@@ -175,13 +200,7 @@ class SymmetrizedModel(ModelInterface):
         energy = outputs["energy"].reshape(state.n_systems, n_copies)
         forces = outputs.get("forces")
         stress = outputs.get("stress")
-        dtype = self.dtype
-        result: dict[str, list] = {key: [] for key in ("energy", *ERROR_KEYS[:3])}
-        if forces is not None:
-            result["forces"] = torch.zeros_like(state.positions)
-            result["forces_equivariance_error_per_atom"] = state.positions.new_zeros(state.n_atoms)
-        if stress is not None:
-            result["stress"] = []
+        per_system = []
         start = 0
         for s, atoms in enumerate(layout.atoms_of_system):
             n = len(atoms)
@@ -193,15 +212,27 @@ class SymmetrizedModel(ModelInterface):
                 stress=None if stress is None else stress[s * n_copies : (s + 1) * n_copies],
             )
             start += n_copies * n
-            mean = symmetrize(stacked, g, w, net_force_removal=self.remove_net_force)
-            result["energy"].append(mean.energy)
+            per_system.append((atoms, stacked))
+        return g, per_system
+
+    def _collect(self, state, per_system: list) -> dict[str, torch.Tensor]:
+        """Per-system ``SymmetrizedOutputs`` -> torch-sim outputs, in the model dtype."""
+        dtype = self.dtype
+        result: dict[str, list] = {key: [] for key in ("energy", *ERROR_KEYS[:3])}
+        if per_system[0][1].forces is not None:
+            result["forces"] = torch.zeros_like(state.positions)
+            result["forces_equivariance_error_per_atom"] = state.positions.new_zeros(state.n_atoms)
+        if per_system[0][1].stress is not None:
+            result["stress"] = []
+        for atoms, mean in per_system:
+            result["energy"].append(torch.as_tensor(mean.energy, dtype=torch.float64))
             result["energy_equivariance_error"].append(mean.energy_error)
-            if forces is not None:
+            if mean.forces is not None:
                 result["forces"][atoms] = mean.forces.to(dtype)
                 result["forces_equivariance_error"].append(mean.forces_error)
                 per_atom = mean.forces_error_per_atom.to(dtype)
                 result["forces_equivariance_error_per_atom"][atoms] = per_atom
-            if stress is not None:
+            if mean.stress is not None:
                 result["stress"].append(mean.stress)
                 result["stress_equivariance_error"].append(mean.stress_error)
         out = {}
@@ -211,6 +242,115 @@ class SymmetrizedModel(ModelInterface):
                     out[key] = torch.stack(value).to(dtype)
             else:
                 out[key] = value
+        return out
+
+    def _average(self, state, matrices, weights) -> dict[str, torch.Tensor]:
+        """One pass over a rule for every system: averages and errors, in the model dtype."""
+        g, per_system = self._stacked(state, matrices)
+        w = torch.as_tensor(np.asarray(weights), dtype=torch.float64, device=state.device)
+        means = [
+            (atoms, symmetrize(stacked, g, w, net_force_removal=self.remove_net_force))
+            for atoms, stacked in per_system
+        ]
+        return self._collect(state, means)
+
+    # -- mode="random" -------------------------------------------------------
+
+    def _random_forward(self, state) -> dict[str, torch.Tensor]:
+        """One random O(3) element per call; probes and escalation per system.
+
+        All systems that are not escalated share the call's random element
+        (and the probe's): each system's estimate is still unbiased. The
+        escalated ones are averaged over the rule (``"auto"``: the ladder,
+        climbed on them, the worst deciding). The per-system state is
+        dropped when the batch changes size.
+        """
+        policy = self.policy
+        if state.n_systems != self._systems_seen:
+            policy.forget_systems()
+            self._systems_seen = state.n_systems
+        probing = policy.probe_scheduled()
+        escalated = sorted(s for s in policy.escalated_systems if s < state.n_systems)
+        calm = [s for s in range(state.n_systems) if s not in escalated]
+        pieces = []
+        if calm:
+            step = policy._random_element(policy._rng)[None]  # noqa: SLF001
+            extra = policy.probe_rotations() if probing else np.zeros((0, 3, 3))
+            sub = state if not escalated else state[calm]
+            g, per_system = self._stacked(sub, np.concatenate([step, extra]))
+            outputs = []
+            for atoms, stacked in per_system:
+                mean = symmetrize(
+                    stacked.select(slice(0, 1)),
+                    g[:1],
+                    g.new_ones(1),
+                    net_force_removal=self.remove_net_force,
+                )
+                if probing:
+                    estimate = estimate_equivariance_errors(
+                        stacked, g, net_force_removal=self.remove_net_force
+                    )
+                    mean = replace(
+                        mean,
+                        energy_error=estimate.energy_error,
+                        forces_error=estimate.forces_error,
+                        forces_error_per_atom=estimate.forces_error_per_atom,
+                        stress_error=estimate.stress_error,
+                    )
+                outputs.append((atoms, mean))
+            pieces.append((calm, sub, self._collect(sub, outputs)))
+        climbed = False
+        if escalated:
+            sub = state[escalated]
+            if policy.auto and policy.climb_due():
+                averaged, climbed = self._climb(sub), True
+            else:
+                rule = policy.rule
+                averaged = self._average(sub, rule.matrices, rule.weights)
+            pieces.append((escalated, sub, averaged))
+        if not climbed:  # a climb counts its call
+            policy.count_call()
+        out = pieces[0][2] if len(pieces) == 1 else self._merge(state, pieces)
+        out["symmetrized_over_rule"] = torch.zeros(
+            state.n_systems, dtype=torch.bool, device=state.device
+        )
+        out["symmetrized_over_rule"][escalated] = True
+        if probing:
+            errors = out.get("forces_equivariance_error")
+            if errors is None:
+                counts = torch.bincount(state.system_idx, minlength=state.n_systems)
+                errors = out["energy_equivariance_error"] / counts
+            for system, error in enumerate(errors.tolist()):
+                message = policy.observe(error, system)
+                if message is not None:
+                    warn_user(f"system {system}: {message}", EquivarianceWarning)
+        else:
+            for key in ERROR_KEYS:
+                if key in out:
+                    out[key] = torch.full_like(out[key], float("nan"))
+        return out
+
+    @staticmethod
+    def _merge(state, pieces) -> dict[str, torch.Tensor]:
+        """Outputs of sub-batches (systems, sub-state, outputs) back into the batch's order."""
+        out: dict[str, torch.Tensor] = {}
+        for systems, sub, values in pieces:
+            index = torch.as_tensor(systems, device=state.device)
+            # the atoms of the sub-state's systems, in the full state's numbering
+            atom_index = torch.cat(
+                [torch.nonzero(state.system_idx == s).flatten() for s in systems]
+            )
+            order = torch.argsort(sub.system_idx, stable=True)
+            for key, value in values.items():
+                per_atom = value.shape[0] == sub.n_atoms and key not in ("energy",)
+                per_atom = per_atom and (key == "forces" or key.endswith("per_atom"))
+                if key not in out:
+                    size = state.n_atoms if per_atom else state.n_systems
+                    out[key] = value.new_zeros((size, *value.shape[1:]))
+                if per_atom:
+                    out[key][atom_index] = value[order]
+                else:
+                    out[key][index] = value
         return out
 
     def _residual(self, state, matrices, weights, averaged) -> dict[str, torch.Tensor]:

@@ -79,6 +79,8 @@ def test_md_command_end_to_end(tmp_path):
         [
             "md",
             str(structure),
+            "--mode",
+            "grid",
             "--quadrature",
             "lebedev:1",
             "--steps",
@@ -110,7 +112,16 @@ def test_md_command_with_multiple_time_stepping(tmp_path, capsys, ensemble):
     structure = tmp_path / "cu.extxyz"
     write(structure, copper(seed=4))
     out = tmp_path / "run"
-    argv = ["md", str(structure), "--quadrature", "lebedev:1", "--ensemble", ensemble]
+    argv = [
+        "md",
+        str(structure),
+        "--mode",
+        "grid",
+        "--quadrature",
+        "lebedev:1",
+        "--ensemble",
+        ensemble,
+    ]
     assert main([*argv, "--steps", "6", "--mts", "3", "--output", str(out)]) == 0
     log = read_log(out / "log.csv")
     # a row per outer step, numbered in time steps of 2 fs
@@ -202,6 +213,8 @@ def test_npt_runs_and_changes_the_cell(tmp_path):
                 "10000",
                 "--steps",
                 "3",
+                "--mode",
+                "grid",
                 "--quadrature",
                 "lebedev:1",
                 "--output",
@@ -234,7 +247,7 @@ def test_npt_runs_and_changes_the_cell(tmp_path):
 def test_restart_continues_without_losing_or_duplicating_rows(tmp_path):
     structure = _tiny_structure(tmp_path)
     out = tmp_path / "run"
-    common = ["--quadrature", "lebedev:1", "--ensemble", "nve"]
+    common = ["--mode", "grid", "--quadrature", "lebedev:1", "--ensemble", "nve"]
     assert main(["md", str(structure), "--steps", "3", "--output", str(out)] + common) == 0
     assert main(["md", "--restart", str(out), "--steps", "2"] + common) == 0
     log = read_log(out / "log.csv")
@@ -260,6 +273,8 @@ def test_killed_run_keeps_a_readable_log_and_restarts(tmp_path):
         str(structure),
         "--steps",
         "500",
+        "--mode",
+        "grid",
         "--quadrature",
         "lebedev:1",
         "--ensemble",
@@ -287,6 +302,8 @@ def test_killed_run_keeps_a_readable_log_and_restarts(tmp_path):
                 str(out),
                 "--steps",
                 "2",
+                "--mode",
+                "grid",
                 "--quadrature",
                 "lebedev:1",
                 "--ensemble",
@@ -329,7 +346,18 @@ def test_compare_and_plot_commands(tmp_path, capsys):
     out = tmp_path / "run"
     assert (
         main(
-            ["md", str(dataset), "--steps", "1", "--quadrature", "lebedev:1", "--output", str(out)]
+            [
+                "md",
+                str(dataset),
+                "--steps",
+                "1",
+                "--mode",
+                "grid",
+                "--quadrature",
+                "lebedev:1",
+                "--output",
+                str(out),
+            ]
         )
         == 0
     )

@@ -271,3 +271,50 @@ def test_cli_takes_an_architecture_and_a_file(tmp_path, capsys):
     assert "give the file instead, --model orb:FILE" in capsys.readouterr().err
     assert main([*args, "--arch", "orb"]) == 2
     assert "--arch and --model-path go together" in capsys.readouterr().err
+
+
+def test_random_mode_per_system_estimates_equal_the_calculator(orb64):
+    """Three systems in one batch: the calculator's estimates for the same orientations."""
+    systems = [_cu((1, 1, 1), seed=0), _cu((1, 1, 2), seed=1), _cu((2, 1, 1), seed=2)]
+    state = ts.io.atoms_to_state(systems, device="cpu", dtype=torch.float64)
+    model = SymmetrizedModel(orb64, mode="random", seed=5, probe_interval=2)
+    probed = model(state)
+    between = model(state)
+    assert model.evaluation_count == 3 * 2 + 3  # step + probe, then the step alone
+    assert torch.isnan(between["forces_equivariance_error"]).all()
+    assert not probed["symmetrized_over_rule"].any()
+    for index, atoms in enumerate(systems):
+        calc = SymmetrizedCalculator(orb64, mode="random", seed=5, probe_interval=2, raw=False)
+        atoms.calc = calc
+        forces = atoms.get_forces()
+        mask = state.system_idx == index
+        np.testing.assert_allclose(probed["forces"][mask].numpy(), forces, atol=1e-10)
+        for key in ("energy", "forces", "stress"):
+            np.testing.assert_allclose(
+                float(probed[f"{key}_equivariance_error"][index]),
+                calc.results[f"{key}_equivariance_error"],
+                rtol=1e-8,
+            )
+
+
+def test_random_mode_escalates_per_system(orb64):
+    systems = [_cu((1, 1, 1), seed=0), _cu((1, 1, 2), seed=1), _cu((2, 1, 1), seed=2)]
+    state = ts.io.atoms_to_state(systems, device="cpu", dtype=torch.float64)
+    first = SymmetrizedModel(orb64, mode="random", seed=5, probe_interval=1)(state)
+    errors = first["forces_equivariance_error"]
+    # between the largest and the others: only that system escalates
+    worst = int(torch.argmax(errors))
+    tolerance = float((errors.max() + torch.sort(errors).values[-2]) / 2)
+    model = SymmetrizedModel(
+        orb64, mode="random", seed=5, probe_interval=1, tolerance=tolerance, quadrature="group:T"
+    )
+    with pytest.warns(UserWarning, match=f"system {worst}: .*above the tolerance"):
+        model(state)
+    second = model(state)
+    expected = torch.zeros(3, dtype=torch.bool)
+    expected[worst] = True
+    assert torch.equal(second["symmetrized_over_rule"], expected)
+    grid = SymmetrizedModel(orb64, quadrature="group:T")(state)
+    mask = state.system_idx == worst
+    torch.testing.assert_close(second["forces"][mask], grid["forces"][mask])
+    torch.testing.assert_close(second["energy"][worst], grid["energy"][worst])

@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from . import check, compare, diagnose, export, md, quadratures, serve, workflows
-from ._common import CommandError, combine_model_options
+from ._common import CommandError, combine_model_options, one_line_warnings
 from ._common import _thermalize as _thermalize  # examples and benchmarks use it
 from .md import plot_log, read_log, summarize
 
@@ -44,7 +44,8 @@ def main(argv=None) -> int:
     handlers = {name: run for command in COMMANDS for name, run in command.HANDLERS.items()}
     try:
         combine_model_options(args)
-        return handlers[args.command](args)
+        with one_line_warnings(args.command):
+            return handlers[args.command](args)
     except CommandError as error:
         print(f"ase-symcalc {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -4,6 +4,9 @@ reading structures and models, and output folders."""
 from __future__ import annotations
 
 import shutil
+import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,25 @@ import numpy as np
 
 class CommandError(Exception):
     """A user-facing error: printed on one line, exit code 2."""
+
+
+@contextmanager
+def one_line_warnings(command: str):
+    """Equivariance warnings (escalations in --mode random) as one stderr line each."""
+    from .._warnings import EquivarianceWarning
+
+    with warnings.catch_warnings():
+        original = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, EquivarianceWarning):
+                print(f"ase-symcalc {command}: {message}", file=sys.stderr, flush=True)
+            else:
+                original(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        warnings.simplefilter("always", EquivarianceWarning)
+        yield
 
 
 VARIANT_HELP = "output variant of a multi-head metatomic model (e.g. pbe: energy/pbe)"

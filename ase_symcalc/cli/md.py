@@ -503,6 +503,7 @@ def run_md(args) -> int:
     # the monitor asks for the probes at the logged steps: none on the calculator's own schedule
     args.probe_interval = 0
     atoms.calc = _make_calculator(args, model_path)
+    evaluations_before = 0
     if checkpoint is None:
         # the model must take this structure before an old output is replaced; the
         # result is cached, so the first MD step does not evaluate again
@@ -514,6 +515,7 @@ def run_md(args) -> int:
     dyn = _dynamics(args, atoms)
     if checkpoint is not None:
         _resume(atoms, dyn, checkpoint)
+        evaluations_before = atoms.calc.evaluation_count
     monitor = EquivarianceMonitor(
         atoms,
         output / "log.csv",
@@ -558,7 +560,6 @@ def run_md(args) -> int:
     dyn.attach(check_stop, interval=1)
     handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     start = time.perf_counter()
-    evaluations_before = atoms.calc.evaluation_count
     stopped = None
     try:
         dyn.run(outer_steps)
@@ -568,7 +569,7 @@ def run_md(args) -> int:
         step = (dyn.nsteps + 1) * inner + step_offset
         where = f" on atom {error.atom} ({atoms.get_chemical_symbols()[error.atom]})"
         stopped = _Stopped(
-            f"step {step}: the model returned a non-finite {error.name}"
+            f"step {step}: the model returned non-finite {error.name}"
             f"{where if error.atom is not None else ''}; stopped, the log and trajectory "
             f"keep the steps before it ({output}/); a smaller --timestep or a check of "
             "the structure near that atom may help",
@@ -584,9 +585,7 @@ def run_md(args) -> int:
     log = read_log(output / "log.csv")
     summary = summarize(log, len(atoms))
     calc = atoms.calc
-    evaluations = (
-        calc.evaluation_count - evaluations_before + getattr(dyn, "fast_evaluations", 0)
-    )
+    evaluations = calc.evaluation_count - evaluations_before + getattr(dyn, "fast_evaluations", 0)
     summary.update(
         {
             "structure": args.structure or "fcc Cu 3x3x3 (108 atoms)",

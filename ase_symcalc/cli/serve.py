@@ -33,7 +33,18 @@ def add_parser(sub) -> None:
     add_model_options(serve, forces=True, batch_size=True)
     _add_rule_options(serve, "group:I")
     serve.add_argument(
-        "--mode", default="grid", choices=["grid", "random-grid", "random-single", "raw"]
+        "--mode",
+        default="grid",
+        choices=["grid", "random", "random-grid", "random-single", "raw"],
+        help="grid (default): --quadrature for every structure; random: one random rotation "
+        "per structure, the equivariance errors estimated (as extras) every --probe-interval "
+        "structures, and with --tolerance an escalation to --quadrature above it",
+    )
+    serve.add_argument(
+        "--probe-interval",
+        type=int,
+        default=10,
+        help="--mode random: structures between two estimates of the errors (default 10)",
     )
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument(
