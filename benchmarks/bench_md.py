@@ -7,6 +7,12 @@ Runs the shipped model in NVE from one equilibrated start (copper, 2 fs steps)
 with every setting of issue 6, one after the other in this process:
 
 - ``raw``: the raw direct forces, velocity Verlet;
+- ``random``: the default of ``ase-symcalc md`` (issue 24): one random O(3)
+  element per step, and every 10 steps a probe (one more random orientation
+  and the lab frame) that estimates the equivariance errors; the probes'
+  cost is part of the run's. After the run, frames saved every 100 steps are
+  measured with ``group:I`` (with inversion) and the run's RMS estimate is
+  compared with the grid's RMS on them;
 - ``sym lebedev:3`` / ``sym group:I``: symmetrized direct forces every step;
 - ``random-single`` / ``random-grid``: one random rotation, or the
   ``lebedev:3`` rule randomly rotated, every step;
@@ -47,10 +53,13 @@ from ase_symcalc.mts import MultipleTimeStepMD
 TIMESTEP_FS = 2.0
 COMMON_WINDOW_PS = 0.3
 RULE = "lebedev:3"
+PROBE_INTERVAL = 10  # steps between probes, as in `ase-symcalc md`
+GRID_FRAMES_EVERY = 100  # steps between the frames measured on group:I
 # name: (kind, options, simulated ps at --scale 1)
 SETTINGS = {
     "raw": ("raw", {}, 10.0),
-    "random-single": ("sym", {"mode": "random-single"}, 4.0),
+    "random": ("sym", {"mode": "random", "probe_interval": 0, "raw": True}, 10.0),
+    "random-single": ("sym", {"mode": "random-single"}, 10.0),
     "random-grid": ("sym", {"mode": "random-grid"}, 0.4),
     "sym lebedev:3": ("sym", {}, 0.6),
     "sym group:I": ("sym", {"quadrature": "group:I"}, 0.3),
@@ -91,11 +100,13 @@ def _raw():
 class Recorder:
     """Everything a run measures, read from the cached results of each step."""
 
-    def __init__(self, atoms, lattice, probe_every: int | None):
+    def __init__(self, atoms, lattice, probe_every: int | None, monitored: bool = False):
         self.atoms, self.lattice = atoms, lattice
         self.probe = SymmetrizedCalculator(model_path(), quadrature=RULE) if probe_every else None
         self.probe_every = probe_every
+        self.monitored = monitored  # mode="random": the calculator's own probes
         self.rows, self.frames, self.errors = [], [], []
+        self.grid_frames, self.grid_frame_estimates = [], []
         self.calls = 0
         self.probe_seconds = 0.0  # taken out of the run's wall time
 
@@ -107,6 +118,11 @@ class Recorder:
         msd = float(np.mean(np.sum((atoms.positions - self.lattice) ** 2, axis=1)))
         self.rows.append((time_fs, epot + ekin, atoms.get_temperature(), msd))
         error = calc.results.get("forces_equivariance_error", np.nan)
+        if self.monitored and self.calls % PROBE_INTERVAL == 0:
+            error = calc.probe()["forces_equivariance_error"]  # part of the run's cost
+            if self.calls % GRID_FRAMES_EVERY == 0:
+                self.grid_frames.append(atoms.copy())
+                self.grid_frame_estimates.append(error)
         if self.probe is not None and self.calls % self.probe_every == 0:
             begin = time.perf_counter()
             self.probe.calculate(atoms.copy(), ["energy", "forces"])
@@ -121,7 +137,7 @@ class Recorder:
 
 def _block_error(values, blocks=5):
     values = np.asarray(values)
-    if len(values) < 2 * blocks:
+    if blocks < 2 or len(values) < blocks:
         return float("nan")
     means = [chunk.mean() for chunk in np.array_split(values, blocks)]
     return float(np.std(means, ddof=1) / np.sqrt(blocks))
@@ -150,7 +166,7 @@ def run_setting(name, start, lattice, scale, durations=None):
         dyn = MultipleTimeStepMD(atoms, dt * inner, _raw(), inner)
         outer, every = steps // inner, inner
     probe = 100 if kind == "raw" or options.get("mode") == "random-single" else None
-    recorder = Recorder(atoms, lattice, probe)
+    recorder = Recorder(atoms, lattice, probe, monitored=options.get("mode") == "random")
     dyn.attach(lambda: recorder(dyn.nsteps * every * TIMESTEP_FS), interval=1)
     begin = time.perf_counter()
     dyn.run(outer)
@@ -166,7 +182,11 @@ def run_setting(name, start, lattice, scale, durations=None):
     half = len(rows) // 5  # skip the first fifth for the averages
     r, g = _rdf(recorder.frames)
     peak = int(np.argmax(g))
-    return {
+    peaks = [_rdf_peak(chunk) for chunk in _split(recorder.frames[len(recorder.frames) // 5 :], 5)]
+    evaluations = getattr(atoms.calc, "evaluation_count", None)
+    if kind == "mts":
+        evaluations += dyn.fast_evaluations
+    result = {
         "name": name,
         "steps": steps,
         "simulated_ps": steps * TIMESTEP_FS / 1000,
@@ -180,6 +200,9 @@ def run_setting(name, start, lattice, scale, durations=None):
         "msd_error_A2": _block_error(msd[half:]),
         "rdf_peak_A": float(r[peak]),
         "rdf_peak_height": float(g[peak]),
+        "rdf_peak_error_A": _block_error([p[0] for p in peaks], blocks=len(peaks)),
+        "rdf_peak_height_error": _block_error([p[1] for p in peaks], blocks=len(peaks)),
+        "evaluations_per_step": evaluations / steps if evaluations is not None else 1.0,
         "forces_equivariance_error_meV_A": 1e3 * float(np.mean(recorder.errors))
         if recorder.errors
         else None,
@@ -189,6 +212,47 @@ def run_setting(name, start, lattice, scale, durations=None):
         },
         "rdf": {"r": r.tolist(), "g": g.tolist()},
     }
+    if recorder.monitored:
+        result.update(_estimate_against_grid(recorder))
+    return result
+
+
+def _estimate_against_grid(recorder) -> dict:
+    """The run's RMS forces estimate against group:I's spread on frames of the run."""
+    grid = SymmetrizedCalculator(model_path(), quadrature="group:I", raw=False)
+    measured = []
+    for frame in recorder.grid_frames:
+        grid.calculate(frame, ["energy", "forces"])
+        measured.append(grid.results["forces_equivariance_error"])
+    estimates = np.asarray(recorder.errors)
+    measured = np.asarray(measured)
+    paired = np.asarray(recorder.grid_frame_estimates)
+
+    def rms(values):
+        return float(np.sqrt(np.mean(np.square(values))))
+
+    return {
+        "estimate_rms_meV_A": 1e3 * rms(estimates),
+        "estimate_rms_error_meV_A": 1e3
+        * _block_error(estimates**2, blocks=10)
+        / (2 * rms(estimates)),
+        "estimates": int(len(estimates)),
+        "grid_frames": int(len(measured)),
+        "grid_rms_meV_A": 1e3 * rms(measured),
+        "estimate_over_grid": rms(estimates) / rms(measured),
+        "paired_estimate_over_grid": rms(paired) / rms(measured),
+    }
+
+
+def _split(items, parts):
+    size = len(items) // parts
+    return [items[k * size : (k + 1) * size] for k in range(parts)] if size else []
+
+
+def _rdf_peak(frames):
+    r, g = _rdf(frames)
+    peak = int(np.argmax(g))
+    return float(r[peak]), float(g[peak])
 
 
 def _rdf(frames):
@@ -257,9 +321,20 @@ def table(results) -> str:
             f"| {r['drift_first_window_meV_per_atom_per_ps']:+.2f} "
             f"| {r['temperature_K']:.0f} ± {r['temperature_error_K']:.0f} "
             f"| {r['msd_A2']:.4f} ± {r['msd_error_A2']:.4f} "
-            f"| {r['rdf_peak_A']:.3f}, {r['rdf_peak_height']:.2f} "
-            f"| {'n/a' if eq is None else f'{eq:.1f}'} |"
+            f"| {r['rdf_peak_A']:.3f} ± {r.get('rdf_peak_error_A', float('nan')):.3f}, "
+            f"{r['rdf_peak_height']:.2f} ± {r.get('rdf_peak_height_error', float('nan')):.2f} "
+            f"| {'n/a' if eq is None else f'{eq:.1f}'} "
+            f"| {r.get('evaluations_per_step', float('nan')):.2f} |"
         )
+    for r in results:
+        if "estimate_over_grid" in r:
+            lines.append(
+                f"\n{r['name']}: RMS forces estimate {r['estimate_rms_meV_A']:.2f} ± "
+                f"{r['estimate_rms_error_meV_A']:.2f} meV/Å over {r['estimates']} probes; "
+                f"group:I on {r['grid_frames']} frames of the run {r['grid_rms_meV_A']:.2f} meV/Å; "
+                f"estimate / grid {r['estimate_over_grid']:.3f} (the probes of those frames: "
+                f"{r['paired_estimate_over_grid']:.3f})"
+            )
     return "\n".join(lines)
 
 
