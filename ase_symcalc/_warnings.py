@@ -7,7 +7,7 @@ import warnings
 
 __all__ = ["EquivarianceWarning", "warn_user"]
 
-_INTERNAL = ("ase_symcalc", "ase")
+_INTERNAL = ("ase_symcalc", "ase", "torch", "torch_sim")
 
 
 class EquivarianceWarning(UserWarning):
@@ -15,7 +15,7 @@ class EquivarianceWarning(UserWarning):
 
 
 def warn_user(message: str, category=UserWarning) -> None:
-    """``warnings.warn`` with the stack level of the first frame outside ase_symcalc and ASE."""
+    """``warnings.warn`` at the first frame outside ase_symcalc, ASE, torch and torch-sim."""
     frame = sys._getframe(1)  # warn_user's caller: stacklevel 2
     level = 2
     while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _INTERNAL:

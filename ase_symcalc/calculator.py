@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
 
 import numpy as np
 from ase import Atoms
@@ -17,9 +16,14 @@ from ._warnings import EquivarianceWarning, warn_user
 from .evaluators import StackedOutputs, check_outputs, make_evaluator
 from .metrics import residual_rmse
 from .quadrature import O3Quadrature, find_identity, get_quadrature, next_rule
-from .rule_policy import RulePolicy
+from .rule_policy import CALM_PROBES, PROBE_INTERVAL, RulePolicy, forces_metric
 from .structure_symmetry import StructureSymmetry, find_symmetry
-from .symmetrize import estimate_equivariance_errors, project_onto_structure, symmetrize
+from .symmetrize import (
+    estimate_equivariance_errors,
+    project_onto_structure,
+    symmetrize,
+    with_errors_of,
+)
 from .transforms import matrix_to_voigt
 
 __all__ = ["SymmetrizedCalculator", "StressNotAvailableError"]
@@ -187,9 +191,9 @@ class SymmetrizedCalculator(Calculator):
         "residual": False,
         "tolerance": None,
         "recheck": 100,
-        "probe_interval": 10,
+        "probe_interval": PROBE_INTERVAL,
         "probe_orientations": 1,
-        "calm_probes": 5,
+        "calm_probes": CALM_PROBES,
         "structure_symmetry": False,
         "symmetry_tolerance": 1e-5,
     }
@@ -254,10 +258,11 @@ class SymmetrizedCalculator(Calculator):
             probe_interval=p.probe_interval,
             probe_orientations=p.probe_orientations,
             calm_probes=p.calm_probes,
+            residual=p.residual,
         )
-        self._quadrature = self._policy.rule
-        self._step_copy = None  # mode="random": the call's copy, for probe()
-        self._observed = False  # set(): "configured" marker
+        self._quadrature = self._policy.rule  # set(): "configured" marker
+        self._step_copy = None  # mode="random": the call's copy and average, for probe()
+        self._observed = False  # mode="random": this call's errors went to the policy
         tolerance = p.symmetry_tolerance
         if not isinstance(tolerance, (int, float)) or not tolerance > 0:
             raise ValueError(
@@ -414,17 +419,17 @@ class SymmetrizedCalculator(Calculator):
 
     def _random_call(self, atoms, wanted, probe: bool):
         """One random O(3) element; with ``probe``, the estimate from more orientations."""
-        step_matrix, _ = self._policy.rule_for_call()
+        step_matrix = self._policy.step_rotation()
         outputs = self._evaluate(atoms, step_matrix, wanted)
-        self._step_copy = (outputs, step_matrix)
         averaged = self._symmetrize(outputs, step_matrix, np.ones(1), atoms)
+        self._step_copy = (outputs, step_matrix, averaged)
         if not probe:
             return averaged, None
-        return self._probed(atoms, wanted, averaged)
+        return self._probed(atoms, wanted)
 
-    def _probed(self, atoms, wanted, averaged):
+    def _probed(self, atoms, wanted):
         """The step's averages with the errors estimated by a probe, and the raw outputs."""
-        step_outputs, step_matrix = self._step_copy
+        step_outputs, step_matrix, averaged = self._step_copy
         extra = self._policy.probe_rotations()
         k = len(extra)
         if self.parameters.raw:
@@ -440,15 +445,7 @@ class SymmetrizedCalculator(Calculator):
             net_torque_positions=self._torque_positions(atoms),
         )
         # the step keeps its own outputs: probing never changes the dynamics
-        averaged = replace(
-            averaged,
-            energy_error=estimate.energy_error,
-            forces_error=estimate.forces_error,
-            forces_error_per_atom=estimate.forces_error_per_atom,
-            stress_error=estimate.stress_error,
-            direct_forces_error=estimate.direct_forces_error,
-        )
-        return averaged, raw
+        return with_errors_of(averaged, estimate), raw
 
     def _evaluate(self, atoms, matrices, wanted) -> StackedOutputs:
         outputs = self.evaluator.evaluate(atoms, matrices, wanted)
@@ -478,9 +475,7 @@ class SymmetrizedCalculator(Calculator):
         count_before = self.evaluation_count
         try:
             if self._step_copy is not None:
-                step_outputs, step_matrix = self._step_copy
-                averaged = self._symmetrize(step_outputs, step_matrix, np.ones(1), atoms)
-                averaged, raw = self._probed(atoms, wanted, averaged)
+                averaged, raw = self._probed(atoms, wanted)
                 symmetry = (
                     self._structure_symmetry(atoms) if self.parameters.structure_symmetry else None
                 )
@@ -500,9 +495,11 @@ class SymmetrizedCalculator(Calculator):
 
     def _observe(self, results: dict) -> None:
         """Hand a probe's forces error to the policy; say so when the run switches."""
-        error = results.get("forces_equivariance_error")
-        if error is None:  # a model without forces: the energy error per atom
-            error = results.get("energy_equivariance_error", np.nan) / len(self.atoms)
+        error = forces_metric(
+            results.get("forces_equivariance_error"),
+            results.get("energy_equivariance_error", np.nan),
+            len(self.atoms),
+        )
         self._observed = True
         message = self._policy.observe(float(error))
         if message is not None:
@@ -518,9 +515,17 @@ class SymmetrizedCalculator(Calculator):
         """
         return {"policy": self._policy.state_dict(), "evaluation_count": self.evaluation_count}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, atoms: Atoms | None = None, results=None) -> None:
+        """Continue from ``state_dict``; with ``atoms`` and their ``results``, as if
+        this calculator had just computed them (a restarted run's first step
+        evaluates nothing again)."""
         self._policy.load_state_dict(state["policy"])
         self.evaluation_count = int(state["evaluation_count"])
+        if results is not None:
+            self.atoms = atoms.copy()
+            self.results = dict(results)
+            self._step_copy = None
+            self._observed = True  # its probe, if any, was taken before the checkpoint
 
     def _average(self, atoms, matrices, weights, wanted, with_raw: bool):
         """One pass over the rule: the averages, and the raw outputs if asked."""
@@ -532,9 +537,7 @@ class SymmetrizedCalculator(Calculator):
                 raw_index = len(matrices)
                 evaluated = np.concatenate([matrices, np.eye(3)[None]])
 
-        outputs = self.evaluator.evaluate(atoms, evaluated, wanted)
-        self.evaluation_count += len(evaluated)
-        check_outputs(outputs, len(atoms), len(evaluated), wanted, self.evaluator.name)
+        outputs = self._evaluate(atoms, evaluated, wanted)
 
         on_rule = (
             outputs if len(evaluated) == len(matrices) else outputs.select(slice(0, len(matrices)))
@@ -578,9 +581,7 @@ class SymmetrizedCalculator(Calculator):
         """The residual estimate: the same rule again, in a Haar-random orientation."""
         rotated = matrices @ self._policy.residual_rotation()
         names = [name for name in wanted if name != "energies"]
-        outputs = self.evaluator.evaluate(atoms, rotated, names)
-        self.evaluation_count += len(rotated)
-        check_outputs(outputs, len(atoms), len(rotated), names, self.evaluator.name)
+        outputs = self._evaluate(atoms, rotated, names)
         second = self._symmetrize(outputs, rotated, weights, atoms)
         residual = {"energy_residual": residual_rmse(averaged.energy, second.energy)}
         if averaged.forces is not None:
@@ -592,9 +593,7 @@ class SymmetrizedCalculator(Calculator):
     # -- quadrature="auto" --------------------------------------------------
 
     def _residual_metric(self, residual: dict, n_atoms: int) -> float:
-        if "forces_residual" in residual:
-            return residual["forces_residual"]
-        return residual["energy_residual"] / n_atoms
+        return forces_metric(residual.get("forces_residual"), residual["energy_residual"], n_atoms)
 
     def _climb(self, atoms, wanted):
         """quadrature="auto": measure the rule in use, climb while its residual is too large."""
@@ -607,13 +606,13 @@ class SymmetrizedCalculator(Calculator):
             residual = self._residual(atoms, rule.matrices, rule.weights, wanted, averaged)
             return self._residual_metric(residual, len(atoms)), residual, averaged
 
-        _, residual, averaged = self._policy.climb(measure, stacklevel=7)
+        _, residual, averaged = self._policy.climb(measure)
         return averaged, kept["raw"], residual
 
     def _check_convergence(self, atoms: Atoms, averaged) -> None:
         self._convergence_checked = True
         finer = next_rule(self._policy.rule)
-        if finer is None or averaged.forces is None or self.parameters.mode == "random-single":
+        if finer is None or averaged.forces is None or self._policy.single_rotation:
             return
         rule = get_quadrature(
             finer, inversion=self.parameters.inversion, orientation=self._policy.orientation

@@ -21,6 +21,7 @@ import numpy as np
 from ._arrays import as_float64, clip_positive, is_torch, sqrt
 
 __all__ = [
+    "block_standard_error",
     "equivariance_rmse",
     "per_atom_rmse",
     "residual_rmse",
@@ -86,6 +87,23 @@ def residual_rmse(first, second) -> float:
     first = as_float64(first)
     difference = first - as_float64(second, like=first)
     return _scalar(sqrt((difference * difference).mean() / 2.0), first)
+
+
+def block_standard_error(values: np.ndarray, blocks: int = 10) -> float:
+    """Standard error of the mean of a correlated series, from block averages.
+
+    The series is cut into ``blocks`` contiguous blocks (fewer when short);
+    the spread of the block means covers the correlation between nearby
+    MD steps that ``std / sqrt(n)`` would ignore. NaN below 2 values.
+    """
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    if n < 2:
+        return float("nan")
+    blocks = min(blocks, n)
+    size = n // blocks
+    means = values[: blocks * size].reshape(blocks, size).mean(axis=1)
+    return float(means.std(ddof=1) / np.sqrt(blocks))
 
 
 def _scalar(value, like):

@@ -107,12 +107,19 @@ class EquivarianceMonitor:
         step = self._calls + self.step_offset
         return step, float("nan")
 
-    def row(self) -> dict:
-        """The values of the current step (from the calculator's cached results)."""
+    def row(self, probe: bool = True) -> dict:
+        """The values of the current step (from the calculator's cached results).
+
+        With ``probe`` (and a calculator in ``mode="random"``) the structure is
+        probed first. A probe can escalate the calculator (``tolerance=``),
+        which then averages over its rule from the next call on: with a
+        tolerance, monitoring is part of the dynamics. ``probe=False`` logs
+        what the call gave (NaN errors between probes).
+        """
         atoms = self.atoms
         calc = atoms.calc
         atoms.get_forces()  # cached: the dynamics just asked for them
-        if hasattr(calc, "probe"):
+        if probe and hasattr(calc, "probe"):
             calc.probe()  # mode="random": a fresh estimate for this structure
         r = calc.results
         count = self._evaluation_count()
@@ -161,8 +168,8 @@ class EquivarianceMonitor:
             "rule": r.get("quadrature", ""),
         }
 
-    def __call__(self):
-        values = self.row()
+    def __call__(self, probe: bool = True):
+        values = self.row(probe)
         self._writer.writerow([_format(values[name]) for name in COLUMNS])
         self._file.flush()
         if self.trajectory is not None:

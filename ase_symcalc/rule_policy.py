@@ -12,16 +12,24 @@ function that measures a rule's residual on their structures.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from ._warnings import EquivarianceWarning, warn_user
 from .quadrature import O3Quadrature, auto_ladder, get_quadrature
 
-__all__ = ["AUTO_MARGIN", "CALM_PROBES", "MODES", "PROBE_INTERVAL", "WARN_LEVEL", "RulePolicy"]
+__all__ = [
+    "AUTO_MARGIN",
+    "CALM_PROBES",
+    "MODES",
+    "PROBE_INTERVAL",
+    "WARN_LEVEL",
+    "RulePolicy",
+    "forces_metric",
+]
 
 MODES = ("grid", "random-grid", "random-single", "random")
 
@@ -82,6 +90,7 @@ class RulePolicy:
         probe_interval: int = PROBE_INTERVAL,
         probe_orientations: int = 1,
         calm_probes: int = CALM_PROBES,
+        residual: bool = False,
     ):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -92,6 +101,12 @@ class RulePolicy:
         self.mode = mode
         self.seed = seed
         self.random = mode == "random"
+        if self.random and residual:
+            raise ValueError(
+                "residual=True measures a rule's residual; mode='random' uses one random "
+                "rotation per call and its probes estimate the equivariance errors instead: "
+                "drop residual=True, or use mode='grid'"
+            )
         for name, value, low in (
             ("probe_interval", probe_interval, 0),
             ("probe_orientations", probe_orientations, 1),
@@ -176,11 +191,15 @@ class RulePolicy:
         """``(matrices (M, 3, 3), weights (M,))`` to evaluate at this call."""
         rule = self.rule
         if self.single_rotation:
-            return self._random_element(self._rng)[None], np.ones(1)
+            return self.step_rotation(), np.ones(1)
         if self.mode in ("grid", "random"):
             return rule.matrices, rule.weights
         rotation = Rotation.random(random_state=self._rng).as_matrix()
         return rule.matrices @ rotation, rule.weights
+
+    def step_rotation(self) -> np.ndarray:
+        """The call's Haar-random O(3) element, (1, 3, 3) (random modes)."""
+        return self._random_element(self._rng)[None]
 
     def _random_element(self, rng) -> np.ndarray:
         """A Haar-random element of O(3) (of SO(3) without inversion)."""
@@ -302,22 +321,29 @@ class RulePolicy:
         spec, inversion = auto_ladder()[rung]
         return get_quadrature(spec, inversion=inversion, orientation=self.orientation)
 
-    def climb_due(self) -> bool:
-        """Whether this call must measure the residual (and maybe climb)."""
-        if not self.auto or self.single_rotation:
+    def climb_due(self, on_rule: bool | None = None) -> bool:
+        """Whether this call must measure the residual (and maybe climb).
+
+        ``on_rule``: whether the call averages over the rule at all (default:
+        not one random rotation; the torch-sim model says so for its
+        escalated systems).
+        """
+        on_rule = not self.single_rotation if on_rule is None else on_rule
+        if not self.auto or not on_rule:
             return False
         if not self.chosen:
             return True
         return bool(self.recheck) and self.calls_since_check >= self.recheck
 
-    def count_call(self) -> None:
-        """Called once per call that did not climb."""
+    def count_call(self, on_rule: bool | None = None) -> None:
+        """Called once per call that did not climb (``on_rule`` as in ``climb_due``)."""
+        on_rule = not self.single_rotation if on_rule is None else on_rule
         self.calls += 1
-        if self.auto and not self.single_rotation:
+        if self.auto and on_rule:
             self.calls_since_check += 1
 
     def climb(
-        self, measure: Callable[[O3Quadrature], tuple[float, dict, Any]], stacklevel: int = 5
+        self, measure: Callable[[O3Quadrature], tuple[float, dict, Any]]
     ) -> tuple[O3Quadrature, dict, Any]:
         """Measure the rule in use; climb the ladder until the residual is small enough.
 
@@ -347,14 +373,13 @@ class RulePolicy:
             )
             if not self.chosen and not self.random:
                 raise ValueError(message)
-            warnings.warn(message + "; keeping the best rule", UserWarning, stacklevel=stacklevel)
+            warn_user(message + "; keeping the best rule", EquivarianceWarning)
         if self.chosen and rung != self.rung:
-            warnings.warn(
+            warn_user(
                 f"quadrature='auto': the residual of {previous.name} exceeded the tolerance of "
                 f"{self.tolerance:.2e} eV/Å on this structure; now using "
                 f"{rule.name} ({len(rule)} evaluations)",
-                UserWarning,
-                stacklevel=stacklevel,
+                EquivarianceWarning,
             )
         self.rung = rung
         self.rule = rule
@@ -363,6 +388,14 @@ class RulePolicy:
         self.calls += 1
         self.last_residual = residual
         return rule, residual, payload
+
+
+def forces_metric(forces_value, energy_value, n_atoms):
+    """The number compared with a tolerance: the forces value (eV/Å), or for a
+    model without forces the energy value per atom (eV)."""
+    if forces_value is not None:
+        return forces_value
+    return energy_value / n_atoms
 
 
 def _check_tolerance(tolerance) -> None:

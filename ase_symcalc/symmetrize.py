@@ -28,6 +28,7 @@ __all__ = [
     "SymmetrizedOutputs",
     "back_rotate",
     "estimate_equivariance_errors",
+    "with_errors_of",
     "remove_net_force",
     "remove_net_torque",
     "project_onto_structure",
@@ -201,6 +202,18 @@ def estimate_equivariance_errors(
         forces_error_per_atom=corrected(estimate.forces_error_per_atom),
         stress_error=corrected(estimate.stress_error),
         direct_forces_error=corrected(estimate.direct_forces_error),
+    )
+
+
+def with_errors_of(outputs: SymmetrizedOutputs, source: SymmetrizedOutputs) -> SymmetrizedOutputs:
+    """``outputs`` with every equivariance error taken from ``source`` (a probe's estimate)."""
+    return replace(
+        outputs,
+        energy_error=source.energy_error,
+        forces_error=source.forces_error,
+        forces_error_per_atom=source.forces_error_per_atom,
+        stress_error=source.stress_error,
+        direct_forces_error=source.direct_forces_error,
     )
 
 

@@ -36,14 +36,12 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         "Python >= 3.12); bash scripts/setup.sh installs it where Python >= 3.12 exists"
     ) from error
 
-from dataclasses import replace
-
 from ._torchsim_copies import copies_state, run_model
 from ._warnings import EquivarianceWarning, warn_user
 from .evaluators import StackedOutputs
 from .metrics import residual_rmse
-from .rule_policy import RulePolicy
-from .symmetrize import estimate_equivariance_errors, symmetrize
+from .rule_policy import CALM_PROBES, PROBE_INTERVAL, RulePolicy, forces_metric
+from .symmetrize import estimate_equivariance_errors, symmetrize, with_errors_of
 
 __all__ = ["SymmetrizedModel", "ERROR_KEYS"]
 
@@ -90,7 +88,9 @@ class SymmetrizedModel(ModelInterface):
         With ``tolerance``, each system whose estimate exceeds it is averaged
         over ``quadrature`` (``"auto"``: the ladder) until ``calm_probes``
         probes in a row are below it: ``symmetrized_over_rule [S]`` says
-        which. The per-system state is dropped when the batch changes size.
+        which. The per-system state is keyed by the system's position in the
+        batch and dropped when the batch changes size; call
+        ``model.policy.forget_systems()`` when other systems take the places.
     """
 
     def __init__(
@@ -107,9 +107,9 @@ class SymmetrizedModel(ModelInterface):
         batch_size: int | None = None,
         remove_net_force: bool = False,
         residual: bool = False,
-        probe_interval: int = 10,
+        probe_interval: int = PROBE_INTERVAL,
         probe_orientations: int = 1,
-        calm_probes: int = 5,
+        calm_probes: int = CALM_PROBES,
     ) -> None:
         super().__init__()
         if not isinstance(model, ModelInterface):
@@ -131,12 +131,8 @@ class SymmetrizedModel(ModelInterface):
             probe_interval=probe_interval,
             probe_orientations=probe_orientations,
             calm_probes=calm_probes,
+            residual=residual,
         )
-        if mode == "random" and residual:
-            raise ValueError(
-                "residual=True measures a rule's residual; mode='random' uses no rule: "
-                "its probes estimate the equivariance errors instead"
-            )
         self._systems_seen = None
         self.batch_size = batch_size
         self.remove_net_force = remove_net_force
@@ -165,7 +161,8 @@ class SymmetrizedModel(ModelInterface):
 
     @property
     def copies_per_system(self) -> int:
-        """Inner-model systems per system of a batch (M, the rule's size)."""
+        """Inner-model systems per system of a batch (M, the rule's size; 1 for the
+        random modes, whose escalated systems take the rule's size)."""
         return 1 if self.policy.single_rotation else len(self.policy.rule)
 
     @property
@@ -274,7 +271,7 @@ class SymmetrizedModel(ModelInterface):
         calm = [s for s in range(state.n_systems) if s not in escalated]
         pieces = []
         if calm:
-            step = policy._random_element(policy._rng)[None]  # noqa: SLF001
+            step = policy.step_rotation()
             extra = policy.probe_rotations() if probing else np.zeros((0, 3, 3))
             sub = state if not escalated else state[calm]
             g, per_system = self._stacked(sub, np.concatenate([step, extra]))
@@ -290,44 +287,41 @@ class SymmetrizedModel(ModelInterface):
                     estimate = estimate_equivariance_errors(
                         stacked, g, net_force_removal=self.remove_net_force
                     )
-                    mean = replace(
-                        mean,
-                        energy_error=estimate.energy_error,
-                        forces_error=estimate.forces_error,
-                        forces_error_per_atom=estimate.forces_error_per_atom,
-                        stress_error=estimate.stress_error,
-                    )
+                    mean = with_errors_of(mean, estimate)
                 outputs.append((atoms, mean))
             pieces.append((calm, sub, self._collect(sub, outputs)))
         climbed = False
         if escalated:
             sub = state[escalated]
-            if policy.auto and policy.climb_due():
+            if policy.climb_due(on_rule=True):
                 averaged, climbed = self._climb(sub), True
             else:
                 rule = policy.rule
                 averaged = self._average(sub, rule.matrices, rule.weights)
             pieces.append((escalated, sub, averaged))
         if not climbed:  # a climb counts its call
-            policy.count_call()
+            policy.count_call(on_rule=bool(escalated))
         out = pieces[0][2] if len(pieces) == 1 else self._merge(state, pieces)
         out["symmetrized_over_rule"] = torch.zeros(
             state.n_systems, dtype=torch.bool, device=state.device
         )
         out["symmetrized_over_rule"][escalated] = True
         if probing:
-            errors = out.get("forces_equivariance_error")
-            if errors is None:
-                counts = torch.bincount(state.system_idx, minlength=state.n_systems)
-                errors = out["energy_equivariance_error"] / counts
+            counts = torch.bincount(state.system_idx, minlength=state.n_systems)
+            errors = forces_metric(
+                out.get("forces_equivariance_error"), out["energy_equivariance_error"], counts
+            )
             for system, error in enumerate(errors.tolist()):
                 message = policy.observe(error, system)
                 if message is not None:
                     warn_user(f"system {system}: {message}", EquivarianceWarning)
-        else:
+        elif calm:
+            # one copy per calm system: no spread (the escalated keep their rule's)
+            calm_atoms = torch.isin(state.system_idx, torch.as_tensor(calm, device=state.device))
             for key in ERROR_KEYS:
                 if key in out:
-                    out[key] = torch.full_like(out[key], float("nan"))
+                    mask = calm_atoms if key.endswith("per_atom") else torch.as_tensor(calm)
+                    out[key][mask] = float("nan")
         return out
 
     @staticmethod
@@ -346,7 +340,8 @@ class SymmetrizedModel(ModelInterface):
                 per_atom = per_atom and (key == "forces" or key.endswith("per_atom"))
                 if key not in out:
                     size = state.n_atoms if per_atom else state.n_systems
-                    out[key] = value.new_zeros((size, *value.shape[1:]))
+                    # NaN where a sub-batch has no such output (a residual after a climb)
+                    out[key] = value.new_full((size, *value.shape[1:]), float("nan"))
                 if per_atom:
                     out[key][atom_index] = value[order]
                 else:
@@ -376,13 +371,12 @@ class SymmetrizedModel(ModelInterface):
         def measure(rule):
             averaged = self._average(state, rule.matrices, rule.weights)
             residual = self._residual(state, rule.matrices, rule.weights, averaged)
-            if "forces_residual" in residual:
-                metric = residual["forces_residual"]
-            else:
-                counts = torch.bincount(state.system_idx, minlength=state.n_systems)
-                metric = residual["energy_residual"] / counts
+            counts = torch.bincount(state.system_idx, minlength=state.n_systems)
+            metric = forces_metric(
+                residual.get("forces_residual"), residual["energy_residual"], counts
+            )
             return float(metric.max()), residual, averaged
 
-        _, residual, averaged = self.policy.climb(measure, stacklevel=6)
+        _, residual, averaged = self.policy.climb(measure)
         averaged.update(residual)
         return averaged

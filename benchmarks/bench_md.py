@@ -47,6 +47,7 @@ from ase.md.verlet import VelocityVerlet
 
 from ase_symcalc import SymmetrizedCalculator
 from ase_symcalc.cli import _thermalize
+from ase_symcalc.metrics import block_standard_error
 from ase_symcalc.models import path as model_path
 from ase_symcalc.mts import MultipleTimeStepMD
 
@@ -135,14 +136,6 @@ class Recorder:
         self.calls += 1
 
 
-def _block_error(values, blocks=5):
-    values = np.asarray(values)
-    if blocks < 2 or len(values) < blocks:
-        return float("nan")
-    means = [chunk.mean() for chunk in np.array_split(values, blocks)]
-    return float(np.std(means, ddof=1) / np.sqrt(blocks))
-
-
 def run_setting(name, start, lattice, scale, durations=None):
     kind, options, ps = SETTINGS[name]
     ps = (durations or {}).get(name, ps)
@@ -195,13 +188,13 @@ def run_setting(name, start, lattice, scale, durations=None):
         "drift_first_window_meV_per_atom_per_ps": drift_window,
         "etot_change_meV_per_atom": float((etot[-1] - etot[0]) * 1000 / n),
         "temperature_K": float(temperature[half:].mean()),
-        "temperature_error_K": _block_error(temperature[half:]),
+        "temperature_error_K": block_standard_error(temperature[half:], blocks=5),
         "msd_A2": float(msd[half:].mean()),
-        "msd_error_A2": _block_error(msd[half:]),
+        "msd_error_A2": block_standard_error(msd[half:], blocks=5),
         "rdf_peak_A": float(r[peak]),
         "rdf_peak_height": float(g[peak]),
-        "rdf_peak_error_A": _block_error([p[0] for p in peaks], blocks=len(peaks)),
-        "rdf_peak_height_error": _block_error([p[1] for p in peaks], blocks=len(peaks)),
+        "rdf_peak_error_A": block_standard_error([p[0] for p in peaks], blocks=len(peaks)),
+        "rdf_peak_height_error": block_standard_error([p[1] for p in peaks], blocks=len(peaks)),
         "evaluations_per_step": evaluations / steps if evaluations is not None else 1.0,
         "forces_equivariance_error_meV_A": 1e3 * float(np.mean(recorder.errors))
         if recorder.errors
@@ -234,7 +227,7 @@ def _estimate_against_grid(recorder) -> dict:
     return {
         "estimate_rms_meV_A": 1e3 * rms(estimates),
         "estimate_rms_error_meV_A": 1e3
-        * _block_error(estimates**2, blocks=10)
+        * block_standard_error(estimates**2, blocks=10)
         / (2 * rms(estimates)),
         "estimates": int(len(estimates)),
         "grid_frames": int(len(measured)),

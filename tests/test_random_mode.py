@@ -252,22 +252,22 @@ def test_md_escalates_to_the_rule_and_says_so(tmp_path, capsys):
     assert "above the tolerance" in err and "lebedev:1" in err
 
 
-def _md_process(structure, out, ensemble, steps):
+def _md_process(structure, out, ensemble, steps, interval):
     command = [sys.executable, "-m", "ase_symcalc.cli", "md", str(structure), "--seed", "3"]
-    command += ["--steps", str(steps), "--interval", "1", "--ensemble", ensemble]
+    command += ["--steps", str(steps), "--interval", str(interval), "--ensemble", ensemble]
     return command + ["--output", str(out)]
 
 
-@pytest.mark.parametrize("ensemble", ["nve", "langevin"])
-def test_sigterm_then_restart_reproduces_the_uninterrupted_run(tmp_path, ensemble):
+@pytest.mark.parametrize("ensemble, interval", [("nve", 1), ("langevin", 3)])
+def test_sigterm_then_restart_reproduces_the_uninterrupted_run(tmp_path, ensemble, interval):
     structure = _cu32(tmp_path)
     steps = 60
     env = dict(os.environ, OMP_NUM_THREADS="1")
     whole = tmp_path / "whole"
-    assert main(_md_process(structure, whole, ensemble, steps)[3:]) == 0
+    assert main(_md_process(structure, whole, ensemble, steps, interval)[3:]) == 0
     cut = tmp_path / "cut"
     process = subprocess.Popen(
-        _md_process(structure, cut, ensemble, steps),
+        _md_process(structure, cut, ensemble, steps, interval),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -276,7 +276,7 @@ def test_sigterm_then_restart_reproduces_the_uninterrupted_run(tmp_path, ensembl
     log_file = cut / "log.csv"
     deadline = time.time() + 120
     while time.time() < deadline:
-        if log_file.exists() and len(log_file.read_text().splitlines()) >= 6:
+        if log_file.exists() and len(log_file.read_text().splitlines()) >= 1 + 6 // interval:
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
@@ -288,25 +288,36 @@ def test_sigterm_then_restart_reproduces_the_uninterrupted_run(tmp_path, ensembl
     assert 0 < done < steps
     assert read_log(log_file)["step"][-1] == done  # the last step is flushed
     argv = ["md", "--restart", str(cut), "--steps", str(steps - done), "--seed", "3"]
-    assert main([*argv, "--interval", "1", "--ensemble", ensemble]) == 0
+    assert main([*argv, "--interval", str(interval), "--ensemble", ensemble]) == 0
     log = read_log(log_file)
-    np.testing.assert_array_equal(log["step"], np.arange(steps + 1))  # contiguous
+    # the rows of the whole run, plus the interrupted step's: no gap, no repeat
+    expected = sorted(set(range(0, steps + 1, interval)) | {done})
+    np.testing.assert_array_equal(log["step"], expected)
+    assert np.isfinite(log["forces_equivariance_error"][log["step"] % interval == 0]).all()
     first = {int(f.info["step"]): f for f in read(whole / "trajectory.extxyz", ":")}
     second = {int(f.info["step"]): f for f in read(cut / "trajectory.extxyz", ":")}
-    assert sorted(second) == list(range(steps + 1))
-    for step in (done + 1, steps):
+    assert sorted(second) == expected
+    for step in sorted(first):
         np.testing.assert_allclose(second[step].positions, first[step].positions, atol=1e-8)
+    # the estimates too: the interruption took nothing from the probes' random stream
+    whole_log = read_log(whole / "log.csv")
+    np.testing.assert_allclose(
+        log["forces_equivariance_error"][np.isin(log["step"], whole_log["step"])],
+        whole_log["forces_equivariance_error"],
+        rtol=1e-6,
+    )
 
 
 class _NaNAfter(Calculator):
-    """EMT until its n-th call, then NaN forces on atom 5."""
+    """EMT until its n-th call, then NaN forces on atom 5 (or a NaN energy)."""
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, good_calls):
+    def __init__(self, good_calls, bad="forces"):
         super().__init__()
         self.calls = 0
         self.good_calls = good_calls
+        self.bad = bad
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -314,18 +325,21 @@ class _NaNAfter(Calculator):
         base.calculate(self.atoms, ["energy", "forces", "stress"], all_changes)
         self.results = dict(base.results)
         self.calls += 1
-        if self.calls > self.good_calls:
+        if self.calls > self.good_calls and self.bad == "forces":
             self.results["forces"] = self.results["forces"].copy()
             self.results["forces"][5, 1] = np.nan
+        elif self.calls > self.good_calls:
+            self.results["energy"] = np.nan
 
 
-def test_non_finite_forces_stop_the_run_in_one_line(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("bad", ["forces", "energy"])
+def test_non_finite_outputs_stop_the_run_in_one_line(tmp_path, capsys, monkeypatch, bad):
     from ase_symcalc.cli import _common
 
     def make(args, model_path):
         # one evaluation per step (--mode random, no probe between logged rows)
         return SymmetrizedCalculator(
-            _NaNAfter(good_calls=8), mode="random", seed=1, raw=False, probe_interval=0
+            _NaNAfter(good_calls=8, bad=bad), mode="random", seed=1, raw=False, probe_interval=0
         )
 
     monkeypatch.setattr(_common, "_make_calculator", make)
@@ -336,7 +350,8 @@ def test_non_finite_forces_stop_the_run_in_one_line(tmp_path, capsys, monkeypatc
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "step 4" in err and "non-finite forces on atom 5 (Cu)" in err and "atom 5 (Cu)" in err
+    expected = "non-finite forces on atom 5 (Cu)" if bad == "forces" else "non-finite energy;"
+    assert "step 4" in err and expected in err and "atom 5 (Cu)" in err
     log = read_log(out / "log.csv")
     np.testing.assert_array_equal(log["step"], np.arange(4))
     assert len(read(out / "trajectory.extxyz", ":")) == 4
@@ -371,6 +386,41 @@ def test_restart_with_bad_checkpoint_names_the_fix(tmp_path, capsys):
     assert "checkpoint" in err and "remove it" in err and len(err.strip().splitlines()) == 1
 
 
-def test_mts_refuses_random_mode(tmp_path, capsys):
-    assert main(["md", "--mts", "2", "--steps", "4", "--output", str(tmp_path / "o")]) == 2
+def test_mts_runs_on_a_grid_and_refuses_random_mode(tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = ["md", str(_cu32(tmp_path)), "--mts", "2", "--steps", "2", "--quadrature", "lebedev:1"]
+    assert main([*argv, "--output", str(out)]) == 0  # --mts: --mode grid by default
+    assert json.loads((out / "summary.json").read_text())["mode"] == "grid"
+    assert main([*argv, "--mode", "random", "--output", str(tmp_path / "p")]) == 2
     assert "--mode grid" in capsys.readouterr().err
+    assert main(["md", "--mode", "raw", "--tolerance", "0.1", "--output", str(tmp_path / "q")]) == 2
+    assert "--tolerance has no use with --mode raw" in capsys.readouterr().err
+
+
+def test_checkpoint_keeps_everything_the_model_reads(tmp_path):
+    from ase.constraints import FixAtoms
+
+    from ase_symcalc.cli.md import load_checkpoint, save_checkpoint
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
+    atoms.rattle(0.05, seed=1)
+    atoms.info["charge"] = 1
+    atoms.set_tags(np.arange(len(atoms)))
+    atoms.set_masses(np.linspace(60.0, 70.0, len(atoms)))
+    atoms.set_constraint(FixAtoms([0]))
+    thermalize(atoms, 300, seed=2)
+    calc = SymmetrizedCalculator(EMT(), mode="random", seed=3)
+    atoms.calc = calc
+    atoms.get_forces()
+    save_checkpoint(tmp_path / "c.npz", atoms, 7, None, {"seed": 3})
+    loaded = load_checkpoint(tmp_path / "c.npz")
+    back = loaded["atoms"]
+    assert loaded["step"] == 7 and loaded["options"] == {"seed": 3}
+    np.testing.assert_array_equal(back.positions, atoms.positions)
+    np.testing.assert_array_equal(back.get_momenta(), atoms.get_momenta())
+    np.testing.assert_array_equal(back.get_masses(), atoms.get_masses())
+    assert back.info == {"charge": 1} and back.get_tags().tolist() == list(range(len(atoms)))
+    assert [c.index.tolist() for c in back.constraints] == [[0]]
+    assert loaded["results"]["evaluations"] == calc.results["evaluations"]
+    assert isinstance(loaded["results"]["evaluations"], int)
+    np.testing.assert_array_equal(loaded["results"]["forces"], calc.results["forces"])

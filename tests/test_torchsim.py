@@ -318,3 +318,15 @@ def test_random_mode_escalates_per_system(orb64):
     mask = state.system_idx == worst
     torch.testing.assert_close(second["forces"][mask], grid["forces"][mask])
     torch.testing.assert_close(second["energy"][worst], grid["energy"][worst])
+
+
+def test_random_mode_climbs_the_ladder_for_an_escalated_system(orb64):
+    systems = [_cu((1, 1, 1), seed=0), _cu((1, 1, 2), seed=1)]
+    state = ts.io.atoms_to_state(systems, device="cpu", dtype=torch.float64)
+    model = SymmetrizedModel(orb64, mode="random", seed=5, probe_interval=1, tolerance=1.0)
+    assert model.policy.observe(2.0, system=1)  # system 1 alone escalates, not system 0
+    output = model(state)
+    assert model.policy.chosen  # the ladder was measured for system 1
+    assert output["symmetrized_over_rule"].tolist() == [False, True]
+    assert torch.isfinite(output["forces_residual"][1])
+    assert torch.isnan(output["forces_residual"][0])

@@ -173,7 +173,7 @@ def _make_calculator(args, model_path):
             )
         extra = {}
         if args.mode == "random":
-            extra["probe_interval"] = getattr(args, "probe_interval", 10)
+            extra["probe_interval"] = args.probe_interval
         return SymmetrizedCalculator(
             model_path,
             mode=args.mode,

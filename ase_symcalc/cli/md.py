@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluators import NonFiniteOutputError
+from ..metrics import block_standard_error
 from ._common import (
     CommandError,
     _add_rule_options,
@@ -64,14 +65,14 @@ def add_parser(sub) -> None:
     )
     md.add_argument(
         "--mode",
-        default="random",
+        default=None,
         choices=["random", "grid", "random-grid", "random-single", "raw"],
         help="random (default): one random rotation per step, the equivariance errors "
         "estimated from one more at every logged step (about 1.2 evaluations per step); "
         "with --tolerance X, a logged forces error above X switches to --quadrature (default "
         "auto, to X) every step until 5 logged errors in a row are below it. grid: "
         "--quadrature (default lebedev:3) every step. random-single: one random rotation, "
-        "no estimate. raw: the model alone",
+        "no estimate. raw: the model alone. Default: random, grid with --mts",
     )
     md.add_argument("--ensemble", default="langevin", choices=["nve", "langevin", "npt"])
     md.add_argument(
@@ -203,23 +204,6 @@ def _column(values: list[str]) -> np.ndarray:
         return np.array(values, dtype=str)
 
 
-def block_standard_error(values: np.ndarray, blocks: int = 10) -> float:
-    """Standard error of the mean of a correlated series, from block averages.
-
-    The series is cut into ``blocks`` contiguous blocks (fewer when short);
-    the spread of the block means covers the correlation between nearby
-    MD steps that ``std / sqrt(n)`` would ignore. NaN below 2 values.
-    """
-    values = np.asarray(values, dtype=float)
-    n = len(values)
-    if n < 2:
-        return float("nan")
-    blocks = min(blocks, n)
-    size = n // blocks
-    means = values[: blocks * size].reshape(blocks, size).mean(axis=1)
-    return float(means.std(ddof=1) / np.sqrt(blocks))
-
-
 def summarize(log: dict, n_atoms: int) -> dict:
     """Run statistics of the errors (mean, RMS, block standard error, max), and the drift.
 
@@ -265,7 +249,7 @@ def summarize(log: dict, n_atoms: int) -> dict:
     if "evaluations" in log and len(log["step"]) >= 2:
         steps = log["step"][-1] - log["step"][0]
         if steps > 0:
-            # the first row's count is the starting structure's own
+            # the first row counts what came before it: left out
             summary["evaluations_per_step"] = float(np.nansum(log["evaluations"][1:]) / steps)
     return summary
 
@@ -358,7 +342,7 @@ def _read_complete_frames(path: Path):
     return frames
 
 
-def save_checkpoint(path: Path, atoms, step: int, dyn) -> None:
+def save_checkpoint(path: Path, atoms, step: int, dyn, options: dict | None = None) -> None:
     """Everything a restart needs to continue bit for bit, written atomically.
 
     The atoms (positions, momenta, cell at full precision), the calculator's
@@ -366,21 +350,25 @@ def save_checkpoint(path: Path, atoms, step: int, dyn) -> None:
     step), its random streams and escalation state, and the thermostat's
     random state.
     """
+    from ase.io.jsonio import encode
+
     calc = atoms.calc
-    arrays = {
-        "numbers": atoms.numbers,
-        "positions": atoms.positions,
-        "momenta": atoms.get_momenta(),
-        "cell": atoms.cell.array,
-        "pbc": atoms.pbc,
-    }
+    arrays = {}
+    bare = atoms.copy()  # info, masses, tags, constraints: everything the run reads
+    bare.calc = None
     results = {}
     for key, value in calc.results.items():
         if isinstance(value, str):
             results[key] = value
         else:
             arrays[f"result:{key}"] = np.asarray(value)
-    meta = {"step": step, "results": results, "calculator": calc.state_dict()}
+    meta = {
+        "step": step,
+        "atoms": encode(bare),  # JSON floats round-trip exactly
+        "options": options or {},
+        "results": results,
+        "calculator": calc.state_dict(),
+    }
     rng = getattr(dyn, "rng", None)
     if isinstance(rng, np.random.RandomState):
         name, keys, position, has_gauss, gauss = rng.get_state()
@@ -397,7 +385,7 @@ def save_checkpoint(path: Path, atoms, step: int, dyn) -> None:
 
 def load_checkpoint(path: Path) -> dict | None:
     """A checkpoint as ``{"atoms", "step", "results", "calculator", ...}``; None if absent."""
-    from ase import Atoms
+    from ase.io.jsonio import decode
 
     if not path.is_file():
         return None
@@ -410,18 +398,13 @@ def load_checkpoint(path: Path) -> dict | None:
             "last trajectory frame instead"
         ) from error
     meta = json.loads(str(arrays.pop("meta")))
-    atoms = Atoms(
-        numbers=arrays.pop("numbers"),
-        positions=arrays.pop("positions"),
-        cell=arrays.pop("cell"),
-        pbc=arrays.pop("pbc"),
-    )
-    atoms.set_momenta(arrays.pop("momenta"))
+    atoms = decode(meta["atoms"])
     results = dict(meta["results"])
     for key in [key for key in arrays if key.startswith("result:")]:
         value = arrays.pop(key)
-        results[key.split(":", 1)[1]] = float(value) if value.ndim == 0 else value
+        results[key.split(":", 1)[1]] = value.item() if value.ndim == 0 else value
     checkpoint = {"atoms": atoms, "step": int(meta["step"]), "results": results}
+    checkpoint["options"] = meta.get("options", {})
     checkpoint["calculator"] = meta["calculator"]
     if "thermostat" in meta:
         name, position, has_gauss, gauss = meta["thermostat"]
@@ -433,17 +416,51 @@ def load_checkpoint(path: Path) -> dict | None:
 
 def _resume(atoms, dyn, checkpoint) -> None:
     """Put the calculator and the thermostat back where the checkpoint left them."""
-    calc = atoms.calc
-    calc.load_state_dict(checkpoint["calculator"])
-    # the cached results of the restart step: the first step evaluates nothing again
-    calc.atoms = atoms.copy()
-    calc.results = dict(checkpoint["results"])
-    calc._observed = True  # noqa: SLF001 - the step was probed (it was logged)
+    # with the cached results of the restart step: its first step evaluates nothing again
+    atoms.calc.load_state_dict(checkpoint["calculator"], atoms, checkpoint["results"])
     rng = getattr(dyn, "rng", None)
     if "thermostat" in checkpoint and isinstance(rng, np.random.RandomState):
         rng.set_state(checkpoint["thermostat"])
     elif "thermostat_generator" in checkpoint and isinstance(rng, np.random.Generator):
         rng.bit_generator.state = checkpoint["thermostat_generator"]
+
+
+#: the options that decide the trajectory, saved with the checkpoint
+RUN_OPTIONS = (
+    "model",
+    "mode",
+    "quadrature",
+    "tolerance",
+    "ensemble",
+    "temperature",
+    "pressure",
+    "timestep",
+    "seed",
+    "interval",
+    "mts",
+    "forces",
+    "variant",
+)
+
+
+def _run_options(args) -> dict:
+    return {name: getattr(args, name, None) for name in RUN_OPTIONS}
+
+
+def _warn_changed_options(saved: dict, now: dict) -> None:
+    """One stderr line when a restart changes what the run was doing."""
+    changed = [
+        f"--{name} {now.get(name)} (was {saved[name]})"
+        for name in RUN_OPTIONS
+        if name in saved and saved[name] != now.get(name)
+    ]
+    if changed:
+        print(
+            "ase-symcalc md: warning: the restart differs from the run: "
+            + ", ".join(changed)
+            + "; it will not reproduce an uninterrupted run",
+            file=sys.stderr,
+        )
 
 
 class _Stopped(Exception):
@@ -455,6 +472,10 @@ class _Stopped(Exception):
 
 
 def _resolve_defaults(args) -> None:
+    if args.mode is None:
+        args.mode = "grid" if args.mts else "random"
+    if args.tolerance is not None and args.mode == "raw":
+        raise CommandError("--tolerance has no use with --mode raw (nothing is symmetrized)")
     if args.quadrature is None:
         args.quadrature = "auto" if args.mode == "random" else "lebedev:3"
     if args.interval is None:
@@ -516,6 +537,7 @@ def run_md(args) -> int:
     if checkpoint is not None:
         _resume(atoms, dyn, checkpoint)
         evaluations_before = atoms.calc.evaluation_count
+        _warn_changed_options(checkpoint["options"], _run_options(args))
     monitor = EquivarianceMonitor(
         atoms,
         output / "log.csv",
@@ -526,24 +548,39 @@ def run_md(args) -> int:
     checkpoint_file = output / CHECKPOINT
     inner = args.mts or 1
     last_logged = {"step": step_offset if args.restart else None}
+    options = _run_options(args)
 
-    def log_step():
+    def log_step(probe: bool = True):
         step = dyn.nsteps * inner + step_offset
         if step == last_logged["step"]:
             return
-        monitor()
+        try:
+            monitor(probe=probe)
+        except NonFiniteOutputError as error:
+            error.step = step  # the probe of a finished step
+            raise
         if args.mts is None:  # the MTS integrator's state is not checkpointed
-            save_checkpoint(checkpoint_file, atoms, step, dyn)
+            save_checkpoint(checkpoint_file, atoms, step, dyn, options)
         last_logged["step"] = step
+
+    def on_step():
+        # rows at multiples of --interval, counted in time steps: a restart keeps the phase
+        step = dyn.nsteps * inner + step_offset
+        if step % (args.interval * inner) == 0:
+            log_step()
 
     stop = {}
 
     def on_signal(signum, frame):
         stop.setdefault("signal", signum)
+        # a second signal interrupts at once (KeyboardInterrupt, caught below)
+        signal.signal(signum, signal.default_int_handler)
 
     def check_stop():
         if "signal" in stop:
-            log_step()  # the step just finished, flushed and checkpointed
+            # the step just finished, flushed and checkpointed; not probed, so that
+            # the probes' random stream and the escalation stay those of a whole run
+            log_step(probe=False)
             step = dyn.nsteps * inner + step_offset
             name = signal.Signals(stop["signal"]).name
             left = args.steps - (step - step_offset)
@@ -555,7 +592,7 @@ def run_md(args) -> int:
             )
 
     bar = tqdm(total=outer_steps, desc="MD", unit="step", disable=None)
-    dyn.attach(log_step, interval=args.interval)
+    dyn.attach(on_step, interval=1)
     dyn.attach(lambda: bar.update(1) if dyn.nsteps > 0 else None, interval=1)
     dyn.attach(check_stop, interval=1)
     handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -566,14 +603,22 @@ def run_md(args) -> int:
     except _Stopped as error:
         stopped = error
     except NonFiniteOutputError as error:
-        step = (dyn.nsteps + 1) * inner + step_offset
-        where = f" on atom {error.atom} ({atoms.get_chemical_symbols()[error.atom]})"
+        # raised in a step's own evaluation, or in the probe of a step being logged
+        step = getattr(error, "step", (dyn.nsteps + 1) * inner + step_offset)
+        where = ""
+        if error.atom is not None:
+            where = f" on atom {error.atom} ({atoms.get_chemical_symbols()[error.atom]})"
         stopped = _Stopped(
-            f"step {step}: the model returned non-finite {error.name}"
-            f"{where if error.atom is not None else ''}; stopped, the log and trajectory "
-            f"keep the steps before it ({output}/); a smaller --timestep or a check of "
-            "the structure near that atom may help",
+            f"step {step}: the model returned non-finite {error.name}{where}; stopped, the "
+            f"log and trajectory keep the steps before it ({output}/); a smaller --timestep "
+            "or a check of the structure there may help",
             1,
+        )
+    except KeyboardInterrupt:
+        stopped = _Stopped(
+            f"aborted by a second signal during step {dyn.nsteps * inner + step_offset + 1}; "
+            f"continue from the last logged step with: ase-symcalc md --restart {output}",
+            130,
         )
     finally:
         for sig, handler in handlers.items():

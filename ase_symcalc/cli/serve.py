@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..rule_policy import PROBE_INTERVAL
 from ._common import (
     CommandError,
     _add_rule_options,
@@ -43,8 +44,9 @@ def add_parser(sub) -> None:
     serve.add_argument(
         "--probe-interval",
         type=int,
-        default=10,
-        help="--mode random: structures between two estimates of the errors (default 10)",
+        default=PROBE_INTERVAL,
+        help=f"--mode random: structures between two estimates of the errors (default "
+        f"{PROBE_INTERVAL})",
     )
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument(
