@@ -2,6 +2,7 @@
 
     python benchmarks/bench_md.py [--atoms 32] [--scale 1.0] [--output build/bench_md]
     python benchmarks/bench_md.py --settings raw "mts 16" --duration "mts 16=20"
+    python benchmarks/bench_md.py --interleaved raw random random-single   # cost only
 
 Runs the shipped model in NVE from one equilibrated start (copper, 2 fs steps)
 with every setting of issue 6, one after the other in this process:
@@ -53,6 +54,8 @@ from ase_symcalc.mts import MultipleTimeStepMD
 
 TIMESTEP_FS = 2.0
 COMMON_WINDOW_PS = 0.3
+#: T, MSD and RDF compared over the same first picosecond of every run
+OBSERVABLE_WINDOW_PS = 1.0
 RULE = "lebedev:3"
 PROBE_INTERVAL = 10  # steps between probes, as in `ase-symcalc md`
 GRID_FRAMES_EVERY = 100  # steps between the frames measured on group:I
@@ -172,13 +175,12 @@ def run_setting(name, start, lattice, scale, durations=None):
     # the same window for every setting: the expensive ones only afford that much
     window = t_ps <= COMMON_WINDOW_PS + 1e-9
     drift_window = float(np.polyfit(t_ps[window], etot[window], 1)[0] * 1000 / n)
-    half = len(rows) // 5  # skip the first fifth for the averages
-    r, g = _rdf(recorder.frames)
-    peak = int(np.argmax(g))
-    peaks = [_rdf_peak(chunk) for chunk in _split(recorder.frames[len(recorder.frames) // 5 :], 5)]
     evaluations = getattr(atoms.calc, "evaluation_count", None)
     if kind == "mts":
         evaluations += dyn.fast_evaluations
+    # the same window for every setting: the expensive ones only afford that much
+    in_window = t_ps <= OBSERVABLE_WINDOW_PS + 1e-9
+    frames_in_window = [frame for k, frame in enumerate(recorder.frames) if 5 * k < in_window.sum()]
     result = {
         "name": name,
         "steps": steps,
@@ -187,14 +189,8 @@ def run_setting(name, start, lattice, scale, durations=None):
         "drift_meV_per_atom_per_ps": drift,
         "drift_first_window_meV_per_atom_per_ps": drift_window,
         "etot_change_meV_per_atom": float((etot[-1] - etot[0]) * 1000 / n),
-        "temperature_K": float(temperature[half:].mean()),
-        "temperature_error_K": block_standard_error(temperature[half:], blocks=5),
-        "msd_A2": float(msd[half:].mean()),
-        "msd_error_A2": block_standard_error(msd[half:], blocks=5),
-        "rdf_peak_A": float(r[peak]),
-        "rdf_peak_height": float(g[peak]),
-        "rdf_peak_error_A": block_standard_error([p[0] for p in peaks], blocks=len(peaks)),
-        "rdf_peak_height_error": block_standard_error([p[1] for p in peaks], blocks=len(peaks)),
+        **_observables(temperature, msd, recorder.frames),
+        "window": _observables(temperature[in_window], msd[in_window], frames_in_window),
         "evaluations_per_step": evaluations / steps if evaluations is not None else 1.0,
         "forces_equivariance_error_meV_A": 1e3 * float(np.mean(recorder.errors))
         if recorder.errors
@@ -203,11 +199,76 @@ def run_setting(name, start, lattice, scale, durations=None):
             "t_ps": t_ps.tolist(),
             "etot_meV_per_atom": ((etot - etot[0]) * 1e3 / n).tolist(),
         },
-        "rdf": {"r": r.tolist(), "g": g.tolist()},
+        "rdf": dict(zip(("r", "g"), (v.tolist() for v in _rdf(recorder.frames)), strict=True)),
     }
     if recorder.monitored:
         result.update(_estimate_against_grid(recorder))
     return result
+
+
+def _observables(temperature, msd, frames) -> dict:
+    """T, MSD and the RDF's first peak after the first fifth, with block errors."""
+    skip = len(temperature) // 5
+    frames = frames[len(frames) // 5 :]
+    r, g = _rdf(frames)
+    peak = int(np.argmax(g))
+    peaks = [_rdf_peak(chunk) for chunk in _split(frames, 5)]
+    return {
+        "temperature_K": float(temperature[skip:].mean()),
+        "temperature_error_K": block_standard_error(temperature[skip:], blocks=5),
+        "msd_A2": float(msd[skip:].mean()),
+        "msd_error_A2": block_standard_error(msd[skip:], blocks=5),
+        "rdf_peak_A": float(r[peak]),
+        "rdf_peak_height": float(g[peak]),
+        "rdf_peak_error_A": block_standard_error([p[0] for p in peaks], blocks=len(peaks)),
+        "rdf_peak_height_error": block_standard_error([p[1] for p in peaks], blocks=len(peaks)),
+    }
+
+
+def interleaved_costs(start, lattice, names, repeats: int = 5, steps: int = 200) -> dict:
+    """ms per step of each setting, in blocks interleaved ``repeats`` times (medians).
+
+    One long run per setting is exposed to the machine's drifts (on 2 cores
+    the same setting can differ by 20% an hour apart); blocks of ``steps``
+    steps taken in turn (each setting continuing its own run from the common
+    start) and their medians give cost ratios measured under the same
+    conditions. Each block includes what the setting does every step in
+    ``ase-symcalc md`` (the probes of ``random``).
+    """
+    runs = {}
+    for name in names:
+        kind, options, _ = SETTINGS[name]
+        if kind == "mts":
+            continue
+        atoms = start.copy()
+        if kind == "raw":
+            atoms.calc = _raw()
+        else:
+            atoms.calc = SymmetrizedCalculator(
+                model_path(), **{"quadrature": RULE, "raw": False, "seed": 1, **options}
+            )
+        recorder = Recorder(atoms, lattice, None, monitored=options.get("mode") == "random")
+        dyn = VelocityVerlet(atoms, TIMESTEP_FS * units.fs)
+        dyn.attach(lambda r=recorder: r(0.0), interval=1)
+        dyn.run(2)  # warm up
+        runs[name] = (atoms, dyn)
+    timings = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, (atoms, dyn) in runs.items():
+            evaluations = atoms.calc.evaluation_count
+            begin = time.perf_counter()
+            dyn.run(steps)
+            timings[name].append(1e3 * (time.perf_counter() - begin) / steps)
+            timings[name + " evaluations"] = (atoms.calc.evaluation_count - evaluations) / steps
+    return {
+        name: {
+            "ms_per_step": float(np.median(values)),
+            "all": values,
+            "evaluations_per_step": timings[name + " evaluations"],
+        }
+        for name, values in timings.items()
+        if not name.endswith(" evaluations")
+    }
 
 
 def _estimate_against_grid(recorder) -> dict:
@@ -303,8 +364,8 @@ def table(results) -> str:
     raw = next(r for r in results if r["name"] == "raw")["seconds_per_step"]
     lines = [
         f"| setting | ps | cost / raw | drift (meV/atom/ps) | drift, first {COMMON_WINDOW_PS} ps "
-        "| T (K) | MSD (Å²) | RDF peak (Å, height) | forces eq. error (meV/Å) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| T (K) | MSD (Å²) | RDF peak (Å, height) | forces eq. error (meV/Å) | evaluations/step |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         eq = r["forces_equivariance_error_meV_A"]
@@ -312,12 +373,30 @@ def table(results) -> str:
             f"| {r['name']} | {r['simulated_ps']:.1f} | {r['seconds_per_step'] / raw:.1f} "
             f"| {r['drift_meV_per_atom_per_ps']:+.2f} "
             f"| {r['drift_first_window_meV_per_atom_per_ps']:+.2f} "
-            f"| {r['temperature_K']:.0f} ± {r['temperature_error_K']:.0f} "
+            f"| {r['temperature_K']:.1f} ± {r['temperature_error_K']:.1f} "
             f"| {r['msd_A2']:.4f} ± {r['msd_error_A2']:.4f} "
             f"| {r['rdf_peak_A']:.3f} ± {r.get('rdf_peak_error_A', float('nan')):.3f}, "
             f"{r['rdf_peak_height']:.2f} ± {r.get('rdf_peak_height_error', float('nan')):.2f} "
             f"| {'n/a' if eq is None else f'{eq:.1f}'} "
             f"| {r.get('evaluations_per_step', float('nan')):.2f} |"
+        )
+    lines += [
+        "",
+        f"The same observables over the first {OBSERVABLE_WINDOW_PS} ps of every run "
+        "(after its first fifth):",
+        "",
+        "| setting | T (K) | MSD (Å²) | RDF peak (Å, height) |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        w = r.get("window")
+        if w is None:
+            continue
+        lines.append(
+            f"| {r['name']} | {w['temperature_K']:.1f} ± {w['temperature_error_K']:.1f} "
+            f"| {w['msd_A2']:.4f} ± {w['msd_error_A2']:.4f} "
+            f"| {w['rdf_peak_A']:.3f} ± {w['rdf_peak_error_A']:.3f}, "
+            f"{w['rdf_peak_height']:.2f} ± {w['rdf_peak_height_error']:.2f} |"
         )
     for r in results:
         if "estimate_over_grid" in r:
@@ -345,8 +424,30 @@ def main(argv=None):
         metavar="NAME=PS",
         help="simulated ps of one setting (before --scale), e.g. --duration 'mts 16=20'",
     )
+    parser.add_argument(
+        "--interleaved",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="only the cost: blocks of 200 steps of these settings in turn, 5 times, medians "
+        "(default: raw random random-single)",
+    )
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
+    if args.interleaved is not None:
+        names = args.interleaved or ["raw", "random", "random-single"]
+        start, lattice = _start(args.atoms)
+        costs = interleaved_costs(start, lattice, names)
+        raw = costs["raw"]["ms_per_step"] if "raw" in costs else None
+        for name, cost in costs.items():
+            ratio = f"{cost['ms_per_step'] / raw:.2f}x raw" if raw else ""
+            print(
+                f"{name:14s} {cost['ms_per_step']:7.2f} ms/step (median of "
+                f"{len(cost['all'])}: {', '.join(f'{v:.2f}' for v in cost['all'])}) "
+                f"{cost['evaluations_per_step']:.2f} evaluations/step  {ratio}"
+            )
+        (args.output / "interleaved.json").write_text(json.dumps(costs, indent=1) + "\n")
+        return
     if args.replot:
         results = json.loads((args.output / "results.json").read_text())
         print(table(results))
