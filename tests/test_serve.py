@@ -285,3 +285,18 @@ def test_ipi_ffrotations_around_a_raw_client_matches_our_average(tmp_path):
     frames = read(tmp_path / "sim.frc_0.xyz", ":")
     forces = frames[0].positions * units.Hartree / units.Bohr
     np.testing.assert_allclose(forces, calc.results["forces"], atol=1e-5)
+
+
+def test_random_mode_client_sends_estimates_every_probe_interval(tmp_path):
+    """--mode random in a real i-PI run: every step answered, the error extra finite at
+    the probes (every second structure) and NaN between them."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
+    atoms.rattle(0.02, seed=1)
+    client = [*SERVE, "unix:{address}", "--structure", "init.extxyz", "--mode", "random"]
+    client += ["--probe-interval", "2", "--seed", "4"]
+    rows = _run_ipi(tmp_path, atoms, [client], nbeads=1)
+    assert len(rows) == 4 and np.isfinite(rows[:, 1]).all()
+    values = _numbers(tmp_path / "sim.feq_0")
+    assert len(values) >= 4
+    assert np.isfinite(values[0::2]).all() and (values[0::2] > 0).all()
+    assert np.isnan(values[1::2]).all()
