@@ -352,7 +352,9 @@ class RulePolicy:
         the tolerance (eV/Å), the ``*_residual`` results and whatever the front
         end needs back (its averages). Returns the rule kept, its residual
         and its payload. Raises a ``ValueError`` on the first call when no
-        rule reaches the tolerance; later, warns and keeps the best rule.
+        rule reaches the tolerance; later (and in ``mode="random"``, whose
+        escalations happen mid-run), warns and keeps the best rule. Counts
+        as the call (``count_call`` is not called after it).
         """
         previous = self.rule
         best = None

@@ -190,31 +190,29 @@ def estimate_equivariance_errors(
         net_force_removal=net_force_removal,
         net_torque_positions=net_torque_positions,
     )
-    bessel = float(np.sqrt(n / (n - 1)))
-
-    def corrected(value):
-        return None if value is None else value * bessel
-
-    return replace(
-        estimate,
-        energy_error=corrected(estimate.energy_error),
-        forces_error=corrected(estimate.forces_error),
-        forces_error_per_atom=corrected(estimate.forces_error_per_atom),
-        stress_error=corrected(estimate.stress_error),
-        direct_forces_error=corrected(estimate.direct_forces_error),
-    )
+    return with_errors_of(estimate, estimate, scale=float(np.sqrt(n / (n - 1))))
 
 
-def with_errors_of(outputs: SymmetrizedOutputs, source: SymmetrizedOutputs) -> SymmetrizedOutputs:
-    """``outputs`` with every equivariance error taken from ``source`` (a probe's estimate)."""
-    return replace(
-        outputs,
-        energy_error=source.energy_error,
-        forces_error=source.forces_error,
-        forces_error_per_atom=source.forces_error_per_atom,
-        stress_error=source.stress_error,
-        direct_forces_error=source.direct_forces_error,
-    )
+#: the fields of ``SymmetrizedOutputs`` that hold equivariance errors
+ERROR_FIELDS = (
+    "energy_error",
+    "forces_error",
+    "forces_error_per_atom",
+    "stress_error",
+    "direct_forces_error",
+)
+
+
+def with_errors_of(
+    outputs: SymmetrizedOutputs, source: SymmetrizedOutputs, scale: float = 1.0
+) -> SymmetrizedOutputs:
+    """``outputs`` with every equivariance error taken from ``source`` (times ``scale``)."""
+
+    def error(name):
+        value = getattr(source, name)
+        return None if value is None else value * scale
+
+    return replace(outputs, **{name: error(name) for name in ERROR_FIELDS})
 
 
 def project_onto_structure(

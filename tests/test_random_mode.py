@@ -351,7 +351,7 @@ def test_non_finite_outputs_stop_the_run_in_one_line(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     expected = "non-finite forces on atom 5 (Cu)" if bad == "forces" else "non-finite energy;"
-    assert "step 4" in err and expected in err and "atom 5 (Cu)" in err
+    assert "step 4" in err and expected in err
     log = read_log(out / "log.csv")
     np.testing.assert_array_equal(log["step"], np.arange(4))
     assert len(read(out / "trajectory.extxyz", ":")) == 4

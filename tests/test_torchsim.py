@@ -323,7 +323,8 @@ def test_random_mode_escalates_per_system(orb64):
 def test_random_mode_climbs_the_ladder_for_an_escalated_system(orb64):
     systems = [_cu((1, 1, 1), seed=0), _cu((1, 1, 2), seed=1)]
     state = ts.io.atoms_to_state(systems, device="cpu", dtype=torch.float64)
-    model = SymmetrizedModel(orb64, mode="random", seed=5, probe_interval=1, tolerance=1.0)
+    model = SymmetrizedModel(orb64, "auto", mode="random", seed=5, probe_interval=1, tolerance=1.0)
+    model(state)  # this batch's systems: none above 1 eV/Å
     assert model.policy.observe(2.0, system=1)  # system 1 alone escalates, not system 0
     output = model(state)
     assert model.policy.chosen  # the ladder was measured for system 1
