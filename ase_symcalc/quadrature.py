@@ -34,6 +34,7 @@ __all__ = [
     "lebedev_orders",
     "next_rule",
     "quadrature_table",
+    "rule_size",
     "so3_character",
     "rule_moment",
 ]
@@ -284,6 +285,37 @@ def _unknown_spec_message(spec) -> str:
         + " (L a degree >= 1, M a number of rotations >= 1), "
         "or an O3Quadrature (O3Quadrature.from_matrices for your own rule)"
     )
+
+
+def rule_size(spec: str | O3Quadrature, *, inversion: bool = True) -> int:
+    """How many rotations ``get_quadrature(spec, inversion=...)`` holds, without building it.
+
+    What a cost guard needs before a ``lebedev:99`` (694,000 rotations) is
+    built and evaluated. Raises ``get_quadrature``'s ``ValueError`` for a bad spec.
+    """
+    if isinstance(spec, O3Quadrature):
+        return len(spec)
+    if not isinstance(spec, str):
+        raise TypeError(_unknown_spec_message(spec))
+    text = spec.strip()
+    if text == "identity":
+        return 1
+    kind, _, arg = text.partition(":")
+    if kind in ("lebedev", "lebedev-products"):
+        degree = _parse_int(arg, spec)
+        if degree < 1:
+            raise ValueError(_unknown_spec_message(spec))
+        products = kind == "lebedev-products"
+        order = _smallest_lebedev_order(max(2 * degree if products else degree, 3))
+        count = lebedev_rule(order)[0].shape[1] * (2 * degree + 1 if products else degree + 1)
+    elif kind in ("group", "design", "random"):
+        if kind == "random" and _parse_int(arg, spec) >= 1:
+            count = int(arg)
+        else:
+            count = len(get_quadrature(text, inversion=False, orientation=None))
+    else:
+        raise ValueError(_unknown_spec_message(spec))
+    return count * (2 if inversion else 1)
 
 
 def get_quadrature(

@@ -142,7 +142,7 @@ def test_md_command_with_multiple_time_stepping(tmp_path, capsys, ensemble):
         (["md", "missing.xyz"], "does not exist"),
         (["md", "--model", "nope"], "unknown model 'nope'"),
         (["md", "--quadrature", "lebedev:x", "--steps", "1"], "valid forms"),
-        (["md", "--steps", "-1"], "--steps must be"),
+        (["md", "--steps", "-1"], "--steps -1: must be"),
         (["md", "--variant", "x", "--steps", "1"], "variant 'x' for output 'energy'"),
     ],
 )

@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from . import check, compare, diagnose, export, md, quadratures, serve, workflows
+from ._checks import check_arguments, check_cost
 from ._common import CommandError, combine_model_options, one_line_warnings
 from ._common import _thermalize as _thermalize  # examples and benchmarks use it
 from .md import plot_log, read_log, summarize
@@ -33,6 +34,11 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Symmetrize unconstrained ML potentials over O(3) and monitor "
         "their equivariance error.",
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an unexpected error (default: one line)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
@@ -44,11 +50,35 @@ def main(argv=None) -> int:
     handlers = {name: run for command in COMMANDS for name, run in command.HANDLERS.items()}
     try:
         combine_model_options(args)
+        check_arguments(args)
+        check_cost(args)
         with one_line_warnings(args.command):
             return handlers[args.command](args)
     except CommandError as error:
         print(f"ase-symcalc {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # a dependency's or our own: one line unless --debug
+        if args.debug:
+            raise
+        text = " ".join(str(error).split()) or "no message"
+        print(
+            f"ase-symcalc {args.command}: error: {type(error).__name__} from "
+            f"{_origin(error)}: {text} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _origin(error: BaseException) -> str:
+    """The package whose code raised ``error`` (numpy, phonopy, spglib, torch, ...)."""
+    traceback = error.__traceback__
+    module = "ase_symcalc"
+    while traceback is not None:
+        name = traceback.tb_frame.f_globals.get("__name__", "")
+        if name:
+            module = name.split(".")[0]
+        traceback = traceback.tb_next
+    return module
 
 
 if __name__ == "__main__":

@@ -94,6 +94,12 @@ def _add_rule_options(parser, default: str | None, *, default_text=None, toleran
         help="with --quadrature auto: re-measure the residual every N calls (default 100, "
         "0: never)",
     )
+    parser.add_argument(
+        "--max-evaluations",
+        type=int,
+        default=None,
+        help="refuse a rule of more rotations than this per call (default 10,000)",
+    )
 
 
 def _rule_kwargs(args) -> dict:
@@ -118,8 +124,9 @@ def _load_structure(path):
         raise CommandError(f"structure file '{path}' does not exist") from error
     except Exception as error:
         raise CommandError(f"cannot read structure '{path}': {error}") from error
-    if len(atoms) == 0:
-        raise CommandError(f"structure '{path}' has no atoms")
+    from ._checks import check_structure
+
+    check_structure(atoms, f"structure '{path}'")
     return atoms
 
 
@@ -198,6 +205,9 @@ def _first_evaluation(atoms, where: str) -> None:
 
 
 def _check_output(directory: Path, overwrite: bool) -> None:
+    from ._checks import check_output_path
+
+    check_output_path(directory)
     if directory.exists() and any(directory.iterdir()) and not overwrite:
         raise CommandError(
             f"output directory '{directory}' exists and is not empty; "
@@ -207,9 +217,12 @@ def _check_output(directory: Path, overwrite: bool) -> None:
 
 def _prepare_output(directory: Path, overwrite: bool):
     _check_output(directory, overwrite)
-    if directory.exists() and any(directory.iterdir()):
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        if directory.exists() and any(directory.iterdir()):
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"cannot write the output '{directory}': {error.strerror}") from error
 
 
 def _thermalize(atoms, temperature, seed):

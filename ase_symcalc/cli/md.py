@@ -14,6 +14,7 @@ import numpy as np
 
 from ..evaluators import NonFiniteOutputError
 from ..metrics import block_standard_error
+from ._checks import large_force_warning, md_warnings
 from ._common import (
     CommandError,
     _add_rule_options,
@@ -105,6 +106,12 @@ def add_parser(sub) -> None:
         help="log every n steps (default 10 with --mode random, 1 otherwise)",
     )
     md.add_argument("--seed", type=int, default=0)
+    md.add_argument(
+        "--max-run-evaluations",
+        type=int,
+        default=5_000_000,
+        help="refuse a run of more model evaluations than this (default 5,000,000)",
+    )
     add_output_options(md, "symcalc-md", "output directory", overwrite=True)
     md.add_argument(
         "--restart",
@@ -525,10 +532,12 @@ def run_md(args) -> int:
     args.probe_interval = 0
     atoms.calc = _make_calculator(args, model_path)
     evaluations_before = 0
+    md_warnings(args, atoms)
     if checkpoint is None:
         # the model must take this structure before an old output is replaced; the
         # result is cached, so the first MD step does not evaluate again
         _first_evaluation(atoms, args.structure or "the default structure")
+        large_force_warning("md", atoms)
     if not args.restart:
         _prepare_output(output, args.overwrite)
     if not atoms.has("momenta") or not atoms.get_momenta().any():
