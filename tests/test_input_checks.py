@@ -166,3 +166,53 @@ def test_random_command_lines_exit_0_or_2_never_a_traceback(command, data):
     finally:
         handlers[command] = original
     assert code in (0, 2)
+
+
+def _md_namespace(**options):
+    from argparse import Namespace
+
+    values = dict(
+        command="md",
+        mode=None,
+        quadrature=None,
+        steps=500,
+        interval=None,
+        mts=None,
+        tolerance=None,
+        max_evaluations=None,
+        max_run_evaluations=5_000_000,
+    )
+    values.update(options)
+    return Namespace(**values)
+
+
+def test_the_cost_guard_counts_what_the_mode_runs():
+    from ase_symcalc.cli._checks import check_cost
+    from ase_symcalc.cli._common import CommandError
+
+    # md's default mode is random: a rule it never runs costs nothing
+    check_cost(_md_namespace(quadrature="group:I", steps=50_000))
+    check_cost(_md_namespace(quadrature="lebedev:99"))
+    with pytest.raises(CommandError, match="694,000 rotations"):  # escalation would run it
+        check_cost(_md_namespace(quadrature="lebedev:99", tolerance=0.01))
+    # --mts: raw inner steps plus the rule every M steps
+    check_cost(_md_namespace(quadrature="group:I", steps=200_000, mts=8))
+    with pytest.raises(CommandError, match="--max-run-evaluations"):
+        check_cost(_md_namespace(quadrature="group:I", steps=200_000, mode="grid"))
+    # random mode logging every step: 3 evaluations per step
+    with pytest.raises(CommandError, match="about 6,000,000"):
+        check_cost(_md_namespace(steps=2_000_000, mode="random", interval=1))
+    from argparse import Namespace
+
+    export = Namespace(command="export-metatomic", quadrature="lebedev:99", symmetrize=False)
+    check_cost(export)  # the rule is not used without --symmetrize
+
+
+def test_seed_and_timestep_limits(inputs, tmp_path, capsys):
+    assert main(["md", inputs["cu"], "--seed", str(2**32)]) == 2
+    assert "--seed 4294967296: must" in capsys.readouterr().err
+    from ase_symcalc.cli._checks import md_warnings
+
+    hydrogen = Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]])
+    md_warnings(_md_namespace(timestep=2.0, temperature=300.0), hydrogen)
+    assert capsys.readouterr().err == ""  # the default time step never warns

@@ -63,7 +63,8 @@ def main(argv=None) -> int:
         text = " ".join(str(error).split()) or "no message"
         print(
             f"ase-symcalc {args.command}: error: {type(error).__name__} from "
-            f"{_origin(error)}: {text} (--debug shows the traceback)",
+            f"{_origin(error)}: {text} (ase-symcalc --debug {args.command} ... shows the "
+            "traceback)",
             file=sys.stderr,
         )
         return 1

@@ -30,8 +30,8 @@ MAX_RUN_EVALUATIONS = 5_000_000
 #: the shipped model's cost per atom and copy on 2 CPU cores (32 to 108 Cu
 #: atoms: 0.28-0.37 ms), for the time a refused run would have taken
 SECONDS_PER_ATOM_COPY = 3e-4
-#: time step (fs) per sqrt(mass / amu) above which ``md`` warns: 1 fs for
-#: hydrogen, 8 fs for copper (a tenth of the fastest vibrations, roughly)
+#: time step (fs) per sqrt(mass / amu) above which ``md`` warns (but never at
+#: 2 fs or below): 8 fs for copper (a tenth of the fastest vibrations, roughly)
 TIMESTEP_PER_SQRT_MASS = 1.0
 #: ``md`` warns above this temperature (K): above the boiling point of
 #: every element at ambient pressure
@@ -59,7 +59,7 @@ RULES = {
     "recheck": (lambda v: v >= 0, "a number of calls >= 0 (0: never)", ""),
     "batch_size": (lambda v: v >= 1, "a batch size >= 1", ""),
     "probe_interval": (lambda v: v >= 0, "a number of structures >= 0", ""),
-    "seed": (lambda v: v >= 0, "a seed >= 0", ""),
+    "seed": (lambda v: 0 <= v < 2**32, "a seed from 0 to 2**32 - 1", ""),
     "mts": (lambda v: v >= 1, "a number of inner steps >= 1", ""),
     "supercell": (lambda v: 1 <= v <= 20, "1 to 20 repetitions per direction", "e.g. 3 3 3"),
     "displacement": (
@@ -139,11 +139,14 @@ def check_structure(atoms, where: str) -> None:
 
 def check_output_path(path: Path, what: str = "output") -> None:
     """An output that is an existing file, or that cannot be created, fails now."""
-    if path.exists() and not path.is_dir():
-        raise CommandError(f"{what} '{path}' is an existing file; give a directory (--output)")
-    parent = path
-    while not parent.exists():
-        parent = parent.parent
+    try:
+        if path.exists() and not path.is_dir():
+            raise CommandError(f"{what} '{path}' is an existing file; give a directory (--output)")
+        parent = path.absolute()
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+    except OSError as error:
+        raise CommandError(f"{what} '{path}' cannot be reached: {error}") from error
     writable = parent.is_dir()
     if writable:
         # permissions say too little (root may "write" to /proc): try, leaving nothing
@@ -164,27 +167,45 @@ def check_cost(args) -> None:
     from ..quadrature import rule_size
 
     quadrature = getattr(args, "quadrature", None)
-    mode = getattr(args, "mode", None) or "grid"
-    if quadrature is None or quadrature.strip() == "auto" or mode == "raw":
+    mts = getattr(args, "mts", None)
+    mode = getattr(args, "mode", None)
+    if mode is None:  # md's default, resolved later the same way
+        mode = "grid" if mts or args.command != "md" else "random"
+    if not getattr(args, "symmetrize", True):  # export-metatomic without --symmetrize
         return
-    try:
-        rotations = rule_size(quadrature)
-    except (ValueError, TypeError) as error:
-        raise CommandError(str(error)) from error
+    if mode == "raw":
+        return
+    rotations = 0  # "auto": its ladder is bounded by design
+    if quadrature is not None and quadrature.strip() != "auto":
+        try:
+            rotations = rule_size(quadrature)
+        except (ValueError, TypeError) as error:
+            raise CommandError(str(error)) from error
+    # the rule runs in the grid modes, and in random mode once it escalates
+    used = mode in ("grid", "random-grid") or (
+        mode == "random" and getattr(args, "tolerance", None) is not None
+    )
     limit = getattr(args, "max_evaluations", None) or MAX_EVALUATIONS
-    if rotations > limit:
+    if used and rotations > limit:
+        hint = "raise --max-evaluations" if hasattr(args, "max_evaluations") else "see above"
         raise CommandError(
             f"--quadrature {quadrature} has {rotations:,} rotations: {rotations:,} model "
             f"evaluations per call ({_per_100_atoms(rotations)}), above the limit of "
-            f"{limit:,}; choose a smaller rule ('ase-symcalc quadratures') or raise "
-            "--max-evaluations"
+            f"{limit:,}; choose a smaller rule ('ase-symcalc quadratures') or {hint}"
         )
     steps = getattr(args, "steps", None)
     run_limit = getattr(args, "max_run_evaluations", None)
     if steps is None or run_limit is None:
         return
-    per_step = 1.2 if mode in ("random", "random-single") else rotations + 1
-    total = int(steps * per_step / (getattr(args, "mts", None) or 1))
+    if mode == "random":
+        per_step = 1 + 2 / (getattr(args, "interval", None) or 10)  # a probe per logged row
+    elif mode == "random-single":
+        per_step = 1.0
+    elif mts:  # raw inner steps, the rule and the raw copy every M steps
+        per_step = 1 + (rotations + 1) / mts
+    else:
+        per_step = rotations + 1
+    total = int(steps * per_step)
     if total > run_limit:
         raise CommandError(
             f"{steps} steps of --mode {mode} need about {total:,} model evaluations "
@@ -213,7 +234,7 @@ def warn(command: str, message: str) -> None:
 def md_warnings(args, atoms) -> None:
     """Legal but suspicious ``md`` settings: one line each."""
     lightest = float(atoms.get_masses().min())
-    limit = TIMESTEP_PER_SQRT_MASS * math.sqrt(lightest)
+    limit = max(2.0, TIMESTEP_PER_SQRT_MASS * math.sqrt(lightest))  # 2 fs: the default
     if args.timestep > limit:
         symbol = atoms.get_chemical_symbols()[int(np.argmin(atoms.get_masses()))]
         warn(

@@ -222,7 +222,8 @@ def _prepare_output(directory: Path, overwrite: bool):
             shutil.rmtree(directory)
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise CommandError(f"cannot write the output '{directory}': {error.strerror}") from error
+        reason = error.strerror or error
+        raise CommandError(f"cannot write the output '{directory}': {reason}") from error
 
 
 def _thermalize(atoms, temperature, seed):
