@@ -228,6 +228,9 @@ class SymmetrizedCalculator(Calculator):
     # -- configuration ------------------------------------------------------
 
     def set(self, **kwargs):
+        unknown = sorted(set(kwargs) - set(self.default_parameters) - {"parameters"})
+        if unknown:
+            raise ValueError(_unknown_options_message(unknown, self.default_parameters))
         changed = super().set(**kwargs)
         if changed and self._quadrature is not None:
             self.reset()  # new rule or options: old results are stale
@@ -323,6 +326,7 @@ class SymmetrizedCalculator(Calculator):
     def _compute(self, atoms: Atoms, properties) -> dict:
         if len(atoms) == 0:
             raise ValueError("cannot evaluate an empty Atoms object (it has no atoms)")
+        _check_structure(atoms)
         available = self.evaluator.available_properties(atoms)
         periodic_3d = bool(atoms.pbc.all()) and atoms.cell.rank == 3
         for name in properties:
@@ -644,6 +648,44 @@ class SymmetrizedCalculator(Calculator):
         if raw.energies is not None:
             results["raw_energies"] = np.array(raw.energies)
         return results
+
+
+def _unknown_options_message(unknown: list[str], known) -> str:
+    """Name the misspelt option and the closest valid one (``residuals`` -> ``residual``)."""
+    import difflib
+
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, list(known), n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return (
+        f"SymmetrizedCalculator got unknown option{'s' if len(unknown) > 1 else ''} "
+        f"{', '.join(parts)}; its options are {', '.join(sorted(known))}"
+    )
+
+
+def _check_structure(atoms: Atoms) -> None:
+    """What no model can take: non-finite positions or cell, a degenerate periodic cell."""
+    finite = np.isfinite(atoms.positions).all(axis=1)
+    if not finite.all():
+        raise ValueError(
+            f"atom {int(np.flatnonzero(~finite)[0])} has a non-finite position; the structure "
+            "is broken (a previous step may have exploded: check the time step)"
+        )
+    cell = atoms.cell.array
+    periodic = np.flatnonzero(atoms.pbc)
+    if not np.isfinite(cell).all():
+        raise ValueError("the cell has non-finite entries; fix atoms.cell")
+    if len(periodic):
+        vectors = cell[periodic]
+        lengths = np.linalg.norm(vectors, axis=1)
+        smallest = np.linalg.svd(vectors, compute_uv=False).min()
+        if lengths.min() < 1e-3 or smallest < 1e-3 * max(lengths.max(), 1.0):
+            raise ValueError(
+                f"the cell is degenerate along its periodic directions (pbc="
+                f"{atoms.pbc.tolist()}, lengths {np.round(lengths, 4).tolist()} Å); give a "
+                "full cell, or set atoms.pbc = False along the directions without one"
+            )
 
 
 def _info_equal(first: dict, second: dict) -> bool:

@@ -216,3 +216,26 @@ def test_seed_and_timestep_limits(inputs, tmp_path, capsys):
     hydrogen = Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]])
     md_warnings(_md_namespace(timestep=2.0, temperature=300.0), hydrogen)
     assert capsys.readouterr().err == ""  # the default time step never warns
+
+
+def test_the_calculator_names_a_misspelt_option_and_a_broken_structure():
+    from ase.calculators.emt import EMT
+
+    from ase_symcalc import SymmetrizedCalculator
+
+    with pytest.raises(ValueError, match="'residuals' \\(did you mean 'residual'\\?\\)"):
+        SymmetrizedCalculator(EMT(), residuals=True)
+    calc = SymmetrizedCalculator(EMT(), quadrature="group:T")
+    with pytest.raises(ValueError, match="'remove_net_forces' \\(did you mean 'remove_net_force'"):
+        calc.set(remove_net_forces=True)
+    assert calc.parameters.remove_net_force is None  # nothing stored
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+    atoms.calc = calc
+    atoms.positions[2, 1] = np.nan
+    with pytest.raises(ValueError, match="atom 2 has a non-finite position"):
+        atoms.get_forces()
+    flat = Atoms("Cu2", positions=[[0, 0, 0], [2, 0, 0]], pbc=True)
+    flat.calc = calc
+    with pytest.raises(ValueError, match="degenerate along its periodic directions"):
+        flat.get_potential_energy()
+    assert calc.evaluation_count == 0  # refused before any model call

@@ -109,23 +109,12 @@ def check_structure(atoms, where: str) -> None:
     """No atoms, non-finite positions, a degenerate periodic cell, atoms on one site."""
     if len(atoms) == 0:
         raise CommandError(f"{where} has no atoms")
-    positions = atoms.positions
-    if not np.isfinite(positions).all():
-        bad = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
-        raise CommandError(f"{where}: atom {bad} has a non-finite position; fix the file")
-    if not np.isfinite(atoms.cell.array).all():
-        raise CommandError(f"{where}: the cell has non-finite entries; fix the file")
-    periodic = np.flatnonzero(atoms.pbc)
-    if len(periodic):
-        vectors = atoms.cell.array[periodic]
-        lengths = np.linalg.norm(vectors, axis=1)
-        singular = np.linalg.svd(vectors, compute_uv=False)
-        if lengths.min() < 1e-3 or singular.min() < 1e-3 * max(lengths.max(), 1.0):
-            raise CommandError(
-                f"{where}: the cell is degenerate along its periodic directions "
-                f"(pbc={atoms.pbc.tolist()}, lengths {np.round(lengths, 4).tolist()} Å); "
-                "give a full cell, or set pbc=False along the directions without one"
-            )
+    from ..calculator import _check_structure
+
+    try:
+        _check_structure(atoms)  # the same checks as every calculator call
+    except ValueError as error:
+        raise CommandError(f"{where}: {error}") from error
     from ase.neighborlist import neighbor_list
 
     first, second, distance = neighbor_list("ijd", atoms, MIN_DISTANCE)
