@@ -13,7 +13,7 @@ from ase.calculators.calculator import (
 )
 
 from ._warnings import EquivarianceWarning, warn_user
-from .evaluators import StackedOutputs, check_outputs, make_evaluator
+from .evaluators import StackedOutputs, check_outputs, check_structure, make_evaluator
 from .metrics import residual_rmse
 from .quadrature import O3Quadrature, find_identity, get_quadrature, next_rule
 from .rule_policy import CALM_PROBES, PROBE_INTERVAL, RulePolicy, forces_metric
@@ -326,7 +326,7 @@ class SymmetrizedCalculator(Calculator):
     def _compute(self, atoms: Atoms, properties) -> dict:
         if len(atoms) == 0:
             raise ValueError("cannot evaluate an empty Atoms object (it has no atoms)")
-        _check_structure(atoms)
+        check_structure(atoms)
         available = self.evaluator.available_properties(atoms)
         periodic_3d = bool(atoms.pbc.all()) and atoms.cell.rank == 3
         for name in properties:
@@ -441,7 +441,7 @@ class SymmetrizedCalculator(Calculator):
         outputs = self._evaluate(atoms, extra, wanted)
         raw = outputs.select(k) if self.parameters.raw else None
         matrices = np.concatenate([step_matrix, extra[:k]])
-        stacked = _concatenate(step_outputs, outputs.select(slice(0, k)))
+        stacked = step_outputs.concatenate(outputs.select(slice(0, k)))
         estimate = estimate_equivariance_errors(
             stacked,
             matrices,
@@ -664,30 +664,6 @@ def _unknown_options_message(unknown: list[str], known) -> str:
     )
 
 
-def _check_structure(atoms: Atoms) -> None:
-    """What no model can take: non-finite positions or cell, a degenerate periodic cell."""
-    finite = np.isfinite(atoms.positions).all(axis=1)
-    if not finite.all():
-        raise ValueError(
-            f"atom {int(np.flatnonzero(~finite)[0])} has a non-finite position; the structure "
-            "is broken (a previous step may have exploded: check the time step)"
-        )
-    cell = atoms.cell.array
-    periodic = np.flatnonzero(atoms.pbc)
-    if not np.isfinite(cell).all():
-        raise ValueError("the cell has non-finite entries; fix atoms.cell")
-    if len(periodic):
-        vectors = cell[periodic]
-        lengths = np.linalg.norm(vectors, axis=1)
-        smallest = np.linalg.svd(vectors, compute_uv=False).min()
-        if lengths.min() < 1e-3 or smallest < 1e-3 * max(lengths.max(), 1.0):
-            raise ValueError(
-                f"the cell is degenerate along its periodic directions (pbc="
-                f"{atoms.pbc.tolist()}, lengths {np.round(lengths, 4).tolist()} Å); give a "
-                "full cell, or set atoms.pbc = False along the directions without one"
-            )
-
-
 def _info_equal(first: dict, second: dict) -> bool:
     if first.keys() != second.keys():
         return False
@@ -702,19 +678,3 @@ def _info_equal(first: dict, second: dict) -> bool:
         except (TypeError, ValueError):
             return False
     return True
-
-
-def _concatenate(first: StackedOutputs, second: StackedOutputs) -> StackedOutputs:
-    """The copies of ``first`` followed by those of ``second``."""
-
-    def join(a, b):
-        return None if a is None or b is None else np.concatenate([a, b])
-
-    return StackedOutputs(
-        join(first.energy, second.energy),
-        join(first.forces, second.forces),
-        join(first.stress, second.stress),
-        join(first.energies, second.energies),
-        join(first.direct_forces, second.direct_forces),
-        join(first.direct_stress, second.direct_stress),
-    )

@@ -109,10 +109,10 @@ def check_structure(atoms, where: str) -> None:
     """No atoms, non-finite positions, a degenerate periodic cell, atoms on one site."""
     if len(atoms) == 0:
         raise CommandError(f"{where} has no atoms")
-    from ..calculator import _check_structure
+    from ..evaluators import check_structure as check_model_input
 
     try:
-        _check_structure(atoms)  # the same checks as every calculator call
+        check_model_input(atoms)  # the same checks as every calculator call
     except ValueError as error:
         raise CommandError(f"{where}: {error}") from error
     from ase.neighborlist import neighbor_list

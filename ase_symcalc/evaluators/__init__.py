@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import os
 
-from ._base import Evaluator, NonFiniteOutputError, StackedOutputs, check_outputs
+from ._base import (
+    Evaluator,
+    NonFiniteOutputError,
+    StackedOutputs,
+    check_outputs,
+    check_structure,
+)
 from .ase_loop import ASECalculatorEvaluator, rotated_atoms
 from .torchsim import TorchSimEvaluator, is_torchsim_model
 
@@ -15,6 +21,7 @@ __all__ = [
     "StackedOutputs",
     "TorchSimEvaluator",
     "check_outputs",
+    "check_structure",
     "make_evaluator",
     "rotated_atoms",
 ]

@@ -16,7 +16,13 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from ase import Atoms
 
-__all__ = ["Evaluator", "NonFiniteOutputError", "StackedOutputs", "check_outputs"]
+__all__ = [
+    "Evaluator",
+    "NonFiniteOutputError",
+    "StackedOutputs",
+    "check_outputs",
+    "check_structure",
+]
 
 
 class NonFiniteOutputError(ValueError):
@@ -63,6 +69,21 @@ class StackedOutputs:
             pick(self.energies),
             pick(self.direct_forces),
             pick(self.direct_stress),
+        )
+
+    def concatenate(self, other: StackedOutputs) -> StackedOutputs:
+        """These copies followed by ``other``'s (properties both have)."""
+
+        def join(first, second):
+            return None if first is None or second is None else np.concatenate([first, second])
+
+        return StackedOutputs(
+            join(self.energy, other.energy),
+            join(self.forces, other.forces),
+            join(self.stress, other.stress),
+            join(self.energies, other.energies),
+            join(self.direct_forces, other.direct_forces),
+            join(self.direct_stress, other.direct_stress),
         )
 
 
@@ -124,4 +145,29 @@ def check_outputs(
                 name,
                 bad,
                 atom,
+            )
+
+
+def check_structure(atoms: Atoms) -> None:
+    """Raise a ValueError for what no model can take: non-finite positions or cell,
+    a degenerate periodic cell (checked before any copy is evaluated)."""
+    finite = np.isfinite(atoms.positions).all(axis=1)
+    if not finite.all():
+        raise ValueError(
+            f"atom {int(np.flatnonzero(~finite)[0])} has a non-finite position; the structure "
+            "is broken (a previous step may have exploded: check the time step)"
+        )
+    cell = atoms.cell.array
+    periodic = np.flatnonzero(atoms.pbc)
+    if not np.isfinite(cell).all():
+        raise ValueError("the cell has non-finite entries; fix atoms.cell")
+    if len(periodic):
+        vectors = cell[periodic]
+        lengths = np.linalg.norm(vectors, axis=1)
+        smallest = np.linalg.svd(vectors, compute_uv=False).min()
+        if lengths.min() < 1e-3 or smallest < 1e-3 * max(lengths.max(), 1.0):
+            raise ValueError(
+                f"the cell is degenerate along its periodic directions (pbc="
+                f"{atoms.pbc.tolist()}, lengths {np.round(lengths, 4).tolist()} Å); give a "
+                "full cell, or set atoms.pbc = False along the directions without one"
             )
