@@ -140,4 +140,4 @@ def copies_of_atoms(atoms, matrices: np.ndarray, device, dtype):
     import torch_sim as ts
 
     state = ts.io.atoms_to_state([atoms], device=device, dtype=dtype)
-    return copies_state(state, torch.as_tensor(np.asarray(matrices, dtype=np.float64)))
+    return copies_state(state, torch.as_tensor(np.array(matrices, dtype=np.float64)))

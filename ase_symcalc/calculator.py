@@ -348,7 +348,14 @@ class SymmetrizedCalculator(Calculator):
             raise PropertyNotImplementedError(
                 f"{self.evaluator.name} does not provide 'energy', which the symmetrizer needs"
             )
-        wanted = [name for name in ("energy", "forces", "stress", "energies") if name in available]
+        # energy, forces and stress together (ASE asks for them one at a time); what
+        # the evaluator computes only on request, only when asked (CHGNet's energies)
+        on_request = getattr(self.evaluator, "on_request", frozenset())
+        wanted = [
+            name
+            for name in ("energy", "forces", "stress", "energies")
+            if name in available and (name not in on_request or name in properties)
+        ]
 
         # found first: a structure whose symmetry cannot be built fails before any model call
         symmetry = self._structure_symmetry(atoms) if self.parameters.structure_symmetry else None

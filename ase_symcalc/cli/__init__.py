@@ -9,6 +9,7 @@ ase-symcalc phonons|elastic|relax       what symmetrizing fixes (workflows.py)
 ase-symcalc serve ADDRESS               i-PI client (serve.py)
 ase-symcalc export-metatomic OUT.pt     model files (export.py)
 ase-symcalc quadratures | plot LOG      the rule table; the MD figure again
+ase-symcalc models                      models by name and where their files are (models.py)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import check, compare, diagnose, export, md, quadratures, serve, workflows
+from . import check, compare, diagnose, export, md, models, quadratures, serve, workflows
 from ._checks import check_arguments, check_cost
 from ._common import CommandError, combine_model_options, one_line_warnings
 from ._common import _thermalize as _thermalize  # examples and benchmarks use it
@@ -25,7 +26,7 @@ from .md import plot_log, read_log, summarize
 __all__ = ["CommandError", "main", "plot_log", "read_log", "summarize"]
 
 # in the order of ``ase-symcalc --help``
-COMMANDS = (md, compare, quadratures, diagnose, check, workflows, serve, export)
+COMMANDS = (md, compare, quadratures, models, diagnose, check, workflows, serve, export)
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models.architectures import ARCHITECTURES as ARCHITECTURE_NAMES
+
 
 class CommandError(Exception):
     """A user-facing error: printed on one line, exit code 2."""
@@ -39,8 +41,8 @@ VARIANT_HELP = "output variant of a multi-head metatomic model (e.g. pbe: energy
 
 
 MODEL_HELP = (
-    "shipped model name, metatomic .pt file, or ARCH:FILE for any architecture "
-    "through torch-sim (orb:FILE, mace:FILE, metatomic:FILE)"
+    "shipped model name, pretrained name (ase-symcalc models), metatomic .pt file, or "
+    "ARCH:FILE for any architecture (orb:FILE, mace:FILE, sevennet:FILE, chgnet:FILE, ...)"
 )
 
 
@@ -54,7 +56,7 @@ def add_model_options(parser, *, positional=False, forces=False, batch_size=Fals
         parser.add_argument(
             "--arch",
             default=None,
-            choices=["orb", "mace", "metatomic"],
+            choices=sorted(ARCHITECTURE_NAMES),
             help="the model's architecture, with --model-path (same as --model ARCH:FILE)",
         )
         parser.add_argument("--model-path", default=None, help="the model file, with --arch")
@@ -143,27 +145,32 @@ def combine_model_options(args) -> None:
 
 
 def _model_path(model):
-    """The model as the calculator takes it: a file path or an ``ARCH:FILE`` spec."""
-    from ..models import list_pretrained
+    """The model as the calculator takes it: a file path, ``ARCH:FILE`` or a
+    pretrained name whose file is on this machine (or downloaded now)."""
+    from ..models import list_pretrained, named
     from ..models import path as shipped_path
-    from ..models.architectures import download_message, split_spec
+    from ..models.architectures import ARCHITECTURES, split_spec
 
     spec = split_spec(model)
     if spec is not None:
         if not Path(spec[1]).is_file():
             raise CommandError(f"{spec[0]} model file '{spec[1]}' does not exist")
         return model
-    if model is not None and download_message(model):
-        raise CommandError(download_message(model))
     if model is None or model in list_pretrained():
         return str(shipped_path(model))
-    if not Path(model).is_file():
-        raise CommandError(
-            f"unknown model '{model}': neither a shipped model "
-            f"({', '.join(list_pretrained())}), an existing .pt file, nor ARCH:FILE "
-            "(orb:FILE, mace:FILE, metatomic:FILE)"
-        )
-    return model
+    if Path(model).is_file():
+        return model
+    if named.is_named(model):
+        try:
+            named.resolve(model)
+        except named.MissingModelError as error:
+            raise CommandError(str(error)) from error
+        return model
+    raise CommandError(
+        f"unknown model '{model}': neither a shipped model "
+        f"({', '.join(list_pretrained())}), a pretrained name (ase-symcalc models lists "
+        f"them), an existing .pt file, nor ARCH:FILE ({', '.join(ARCHITECTURES)})"
+    )
 
 
 def _make_calculator(args, model_path):

@@ -45,19 +45,24 @@ def make_evaluator(base, *, batch_size=None, forces=None, variant=None) -> Evalu
     ``MetatomicEvaluator`` (``forces``: ``"direct"``, ``"conservative"`` or
     ``None`` for the model's own kind; ``variant``: its output variant); a
     torch-sim ``ModelInterface`` (Orb, MACE, ...) the batched
-    ``TorchSimEvaluator``; any other ASE calculator the generic loop.
+    ``TorchSimEvaluator``; any other ASE calculator the generic loop. A string
+    ``ARCH:FILE`` or the name of a pretrained model (``models.named``) is
+    loaded first, then given the evaluator of what it is.
     """
     if isinstance(base, Evaluator) and not hasattr(base, "get_property"):
         return base
     if is_torchsim_model(base):
         return TorchSimEvaluator(base, batch_size=batch_size)
-    from ..models.architectures import download_message, load_torchsim_model, split_spec
+    from ..models import named
+    from ..models.architectures import load_architecture, split_spec
 
     spec = split_spec(base)
-    if spec is not None:  # "orb:FILE", "mace:FILE", "metatomic:FILE"
-        return TorchSimEvaluator(load_torchsim_model(*spec), batch_size=batch_size)
-    if isinstance(base, str) and download_message(base):
-        raise ValueError(download_message(base))
+    if spec is not None:  # "orb:FILE", "sevennet:FILE", "chgnet:FILE", ...
+        base = load_architecture(*spec)
+    elif named.is_named(base) and not os.path.exists(base):  # "orb-v3-direct-20-omat", ...
+        base = named.load(base)
+    if is_torchsim_model(base):
+        return TorchSimEvaluator(base, batch_size=batch_size)
     if _is_metatomic(base):
         from .metatomic import MetatomicEvaluator
 

@@ -6,12 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import (
-    BaseCalculator,
-    Calculator,
-    PropertyNotImplementedError,
-    all_changes,
-)
+from ase.calculators.calculator import BaseCalculator, PropertyNotImplementedError
 
 from ..transforms import apply_to_cell, apply_to_positions, voigt_to_matrix
 from ._base import StackedOutputs
@@ -20,23 +15,23 @@ __all__ = ["ASECalculatorEvaluator", "get_properties", "rotated_atoms"]
 
 
 def get_properties(calculator: BaseCalculator, properties, atoms: Atoms) -> dict:
-    """All ``properties`` of ``atoms`` from one call of the calculator.
+    """``properties`` of ``atoms`` through the calculator's public ``get_property``.
 
-    ASE's ``get_property`` asks for one property at a time, and calculators
-    that compute only what they are asked would run once per property; a
-    single ``calculate(atoms, properties)`` call (what ASE's own
-    ``calculate_properties`` does) runs the model once.
+    ``get_property`` compares ``atoms`` with the calculator's cached state,
+    drops stale results and runs ``calculate`` when a property is missing;
+    the other properties of the same call come from its cache (the model runs
+    once for calculators that compute energy, forces and stress together, as
+    ASE's and the MLIPs' do). Nothing private of the calculator is touched.
     """
-    if isinstance(calculator, Calculator):
-        calculator.results = {}
-        calculator.calculate(atoms, list(properties), all_changes)
-        missing = [name for name in properties if name not in calculator.results]
-        if missing:
+    values = {}
+    for name in properties:
+        try:
+            values[name] = calculator.get_property(name, atoms)
+        except PropertyNotImplementedError as error:
             raise PropertyNotImplementedError(
-                f"{type(calculator).__name__} did not compute {', '.join(missing)}"
-            )
-        return {name: calculator.results[name] for name in properties}
-    return {name: calculator.get_property(name, atoms) for name in properties}
+                f"{type(calculator).__name__} did not compute {name!r} ({error})"
+            ) from error
+    return values
 
 
 def rotated_atoms(atoms: Atoms, g: np.ndarray) -> Atoms:
@@ -64,10 +59,16 @@ def rotated_atoms(atoms: Atoms, g: np.ndarray) -> Atoms:
 class ASECalculatorEvaluator:
     """Evaluates any ASE calculator on rotated copies, one copy at a time.
 
-    The base calculator is called through its public ``get_properties``; its
+    The base calculator is called through its public ``get_property``; its
     cache is bypassed naturally because every copy has new positions.
     ``batch_size`` has no meaning here (ASE calculators take one structure).
+    Per-atom ``energies`` are asked for only when the caller asks for them:
+    many calculators list them but compute them only when configured to
+    (CHGNet's ``return_site_energies``).
     """
+
+    #: properties the symmetrizer evaluates only when they are asked for
+    on_request = frozenset({"energies"})
 
     def __init__(self, calculator: BaseCalculator):
         if not isinstance(calculator, BaseCalculator):

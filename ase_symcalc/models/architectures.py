@@ -1,47 +1,54 @@
-"""Any architecture as a torch-sim model: ``orb:FILE``, ``mace:FILE``, ``metatomic:FILE``.
+"""Any architecture from a file: ``orb:FILE``, ``mace:FILE``, ``sevennet:FILE``, ...
 
 Users name a model the way janus-core does: an architecture and a file
 (``--arch orb --model-path FILE`` or ``orb:FILE``). Each is built with its
-own package's torch-sim wrapper, on the device asked for (default: CUDA when
-there is one) and in the architecture's usual dtype:
+own package, on the device asked for (default: CUDA when there is one) and in
+the architecture's usual dtype:
 
-- ``orb:FILE``: an Orb-v3 *direct* model (``orb_v3_direct_architecture``,
-  radius 6 Å) with the weights of ``FILE`` (a state dict, as orb-models'
-  ``load_model`` reads); ``max_num_neighbors`` 120 when the file name holds
-  ``inf`` (the ``-inf`` models), 20 otherwise (``-20``).
+- ``orb:FILE``: an Orb-v3 model (torch-sim's ``OrbModel``) with the weights of
+  ``FILE`` (a state dict, as orb-models' ``load_model`` reads). Direct or
+  conservative is read from the weights (a ``forces`` head, or the gradient
+  normalizers); ``max_num_neighbors`` is 120 when the file name holds ``inf``
+  (the ``-inf`` models), 20 otherwise (``-20``).
 - ``mace:FILE``: a MACE model file (``torch.save``\\ d, as MACE writes them),
-  float64.
-- ``metatomic:FILE``: an exported metatomic model (``.pt``), with its direct
-  (non-conservative) outputs when it has them.
+  float64, through torch-sim's ``MaceModel``.
+- ``sevennet:FILE``: a SevenNet checkpoint, through ``sevenn``'s torch-sim
+  ``SevenNetModel`` (float32).
+- ``mattersim:FILE``: MatterSim's own ASE calculator; ``fairchem:FILE``:
+  fairchem's torch-sim ``FairChemModel``; where those packages are installed
+  (neither is a test dependency: their loaders are not exercised here).
+- ``chgnet:FILE``: a CHGNet checkpoint as CHGNet's own ASE calculator (CHGNet
+  has no torch-sim wrapper; the generic ASE loop runs it).
+- ``upet:FILE``: a UPET checkpoint (``pet-mad-s-v1.0.2.ckpt``), exported with
+  ``upet.get_upet``; ``metatomic:FILE``: an exported metatomic model (``.pt``),
+  with its direct (non-conservative) outputs when it has them.
 
-Named pretrained models (``orb-v3-direct-20-omat``, ``mace-mp-0``, ``pet-mad``,
-...) are downloaded by their packages on first use; this machine-independent
-package never downloads, and says which file to give instead.
+Named pretrained models (``orb-v3-direct-20-omat``, ``sevennet-0``, ...) are
+found, or downloaded, by ``ase_symcalc.models.named`` and built here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
-__all__ = ["ARCHITECTURES", "is_architecture_spec", "load_torchsim_model", "split_spec"]
+__all__ = ["ARCHITECTURES", "is_architecture_spec", "load_architecture", "split_spec"]
 
-ARCHITECTURES = ("orb", "mace", "metatomic")
-
-#: pretrained names that need a download, and where their file comes from
-DOWNLOADS = {
-    "orb-v3-direct-20-omat": "orb",
-    "orb-v3-direct-inf-omat": "orb",
-    "orb-v3-conservative-inf-omat": "orb",
-    "orb-v3-direct-20-mpa": "orb",
-    "mace-mp-0": "mace",
-    "mace-mpa-0": "mace",
-    "mace-omat-0": "mace",
-    "pet-mad": "metatomic",
-    "upet": "metatomic",
+#: architecture -> the pip install that provides it
+ARCHITECTURES = {
+    "orb": "torch-sim-atomistic[orb]",
+    "mace": "torch-sim-atomistic[mace]",
+    "metatomic": "metatomic-torchsim",
+    "upet": "upet",
+    "sevennet": "sevenn",
+    "chgnet": "chgnet",
+    "mattersim": "mattersim",
+    "fairchem": "torch-sim-atomistic[fairchem]",
 }
 
 
-def split_spec(spec: str) -> tuple[str, str] | None:
+def split_spec(spec) -> tuple[str, str] | None:
     """``"orb:FILE"`` -> ``("orb", "FILE")``; None for anything else."""
     if not isinstance(spec, str):
         return None
@@ -55,20 +62,13 @@ def is_architecture_spec(spec) -> bool:
     return split_spec(spec) is not None
 
 
-def download_message(name: str) -> str | None:
-    """The one-line error for a named pretrained model, or None if ``name`` is none."""
-    arch = DOWNLOADS.get(str(name).lower())
-    if arch is None:
-        return None
-    return (
-        f"'{name}' is a pretrained {arch} model that its package downloads on first use, "
-        f"and ase_symcalc does not download: download it where you have network access and "
-        f"give the file instead, --model {arch}:FILE (or --arch {arch} --model-path FILE)"
-    )
+def load_architecture(arch: str, path, *, device=None, dtype=None):
+    """The model in ``path`` built with ``arch``'s package.
 
-
-def load_torchsim_model(arch: str, path, *, device=None, dtype=None):
-    """A torch-sim ``ModelInterface`` for ``arch`` with the weights in ``path``."""
+    A torch-sim ``ModelInterface`` (orb, mace, metatomic, sevennet, fairchem),
+    an ASE calculator (chgnet, mattersim) or a metatomic ``AtomisticModel``
+    (upet): whatever ``SymmetrizedCalculator`` takes.
+    """
     import torch
 
     arch = arch.lower()
@@ -82,27 +82,47 @@ def load_torchsim_model(arch: str, path, *, device=None, dtype=None):
         raise FileNotFoundError(f"{arch} model file '{path}' does not exist")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    loader = {"orb": _orb, "mace": _mace, "metatomic": _metatomic}[arch]
+    loader = _LOADERS[arch]
     try:
         return loader(path, torch.device(device), dtype)
     except ImportError as error:
         raise ImportError(
-            f"the {arch} architecture needs its package and torch-sim (Python >= 3.12): "
-            f"pip install 'torch-sim-atomistic[{arch}]' ({error})"
+            f"the {arch} architecture needs its package: pip install '{ARCHITECTURES[arch]}' "
+            f"({error})"
         ) from error
+
+
+def orb_is_conservative(state: dict) -> bool:
+    """Whether an Orb-v3 state dict holds a conservative model (no direct forces head)."""
+    if any(key.startswith("heads.forces.") for key in state):
+        return False
+    if any(key.startswith("grad_forces_normalizer.") for key in state):
+        return True
+    raise ValueError(
+        "the file is not an Orb-v3 state dict (it has neither a 'heads.forces' head nor "
+        "'grad_forces_normalizer'): give the .ckpt that orb-models publishes"
+    )
 
 
 def _orb(path: Path, device, dtype):
     import torch
     from orb_models.forcefield.forcefield_adapter import ForcefieldAtomsAdapter
-    from orb_models.forcefield.pretrained import orb_v3_direct_architecture
+    from orb_models.forcefield.pretrained import (
+        orb_v3_conservative_architecture,
+        orb_v3_direct_architecture,
+    )
     from torch_sim.models.orb import OrbModel
 
     neighbours = 120 if "inf" in path.name.lower() else 20
-    model = orb_v3_direct_architecture(device=device)
     state = torch.load(path, map_location=device, weights_only=True)
+    if orb_is_conservative(state):
+        model = orb_v3_conservative_architecture(device=device)
+    else:
+        model = orb_v3_direct_architecture(device=device)
     model.load_state_dict(state, strict=True)
     model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)  # autograd still differentiates the positions
     adapter = ForcefieldAtomsAdapter(radius=6.0, max_num_neighbors=neighbours)
     return OrbModel(model, adapter, device=device, dtype=dtype or torch.float32)
 
@@ -122,3 +142,57 @@ def _metatomic(path: Path, device, dtype):
     outputs = load_atomistic_model(str(path)).capabilities().outputs
     direct = any(name.startswith("non_conservative_force") for name in outputs)
     return MetatomicModel(str(path), device=device, non_conservative=direct)
+
+
+def _upet(path: Path, device, dtype):
+    from upet import get_upet
+
+    return get_upet(checkpoint_path=str(path))
+
+
+def _sevennet(path: Path, device, dtype):
+    import torch
+
+    try:
+        from sevenn.torchsim import SevenNetModel
+    except ValueError as error:  # sevenn refuses e3nn < 0.5 at import
+        raise ImportError(
+            f"{error} mace-torch pins e3nn==0.4.4, so SevenNet and MACE cannot share one "
+            "environment: run SevenNet from an environment without MACE"
+        ) from error
+    return SevenNetModel(str(path), device=device, dtype=dtype or torch.float32)
+
+
+def _chgnet(path: Path, device, dtype):
+    from chgnet.model import CHGNet
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    # CHGNet prints its parameter count and device on stdout, where the
+    # commands write their tables
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = CHGNet.from_file(str(path))
+        return CHGNetCalculator(model=model, use_device=str(device))
+
+
+def _mattersim(path: Path, device, dtype):
+    from mattersim.forcefield import MatterSimCalculator
+
+    return MatterSimCalculator(load_path=str(path), device=str(device))
+
+
+def _fairchem(path: Path, device, dtype):
+    from fairchem.core.calculate.torchsim_interface import FairChemModel
+
+    return FairChemModel(model=str(path), device=device)
+
+
+_LOADERS = {
+    "orb": _orb,
+    "mace": _mace,
+    "metatomic": _metatomic,
+    "upet": _upet,
+    "sevennet": _sevennet,
+    "chgnet": _chgnet,
+    "mattersim": _mattersim,
+    "fairchem": _fairchem,
+}
