@@ -162,18 +162,20 @@ def feature_fractions(
     ``character_fractions``. Fractions are averaged weighted by the squared
     norms, i.e. they are the share of the total norm over all structures.
     ``groups`` splits a feature block into named column slices (for PET:
-    node and edge features of each GNN layer). Needs a metatomic model.
+    node and edge features of each GNN layer). Needs a metatomic model (its
+    ``feature`` outputs) or a torch-sim model (Orb, MACE, SevenNet: the
+    outputs of the modules of ``TorchSimEvaluator.feature_names``, recorded
+    by forward hooks; ``features`` names other modules).
     """
     from tqdm.auto import tqdm
 
-    from .evaluators.metatomic import MetatomicEvaluator
-
     rule = _product_rule(quadrature, lmax)
     evaluator = getattr(model, "evaluator", None) or make_evaluator(model)
-    if not isinstance(evaluator, MetatomicEvaluator):
+    if not hasattr(evaluator, "evaluate_features"):
         raise TypeError(
-            "internal features need a metatomic model (a .pt file or AtomisticModel); "
-            f"{evaluator.name} only gives its outputs: use character_fractions for those"
+            "internal features need a metatomic model (a .pt file or AtomisticModel) or a "
+            f"torch-sim model (forward hooks); {evaluator.name} only gives its outputs: use "
+            "character_fractions for those"
         )
     if isinstance(structures, Atoms):
         structures = [structures]
@@ -183,8 +185,9 @@ def feature_fractions(
     for atoms in tqdm(structures, desc="features", disable=not progress):
         available = evaluator.available_properties(atoms)
         props = [name for name in ("energy", "forces", "stress") if name in available]
-        # one forward pass for features and outputs when the forces are direct
-        together = evaluator.forces == "direct"
+        # one forward pass for features and outputs when the forces are direct (and
+        # always for torch-sim models, which take their forces in the same pass)
+        together = getattr(evaluator, "forces", "direct") == "direct"
         stacked = evaluator.evaluate_features(
             atoms, rule.matrices, names, properties=props if together else ()
         )
@@ -193,6 +196,7 @@ def feature_fractions(
         for name in names:
             values = stacked[name]
             short = name.replace("mtt::aux::", "").replace("_last_layer_features", " head")
+            short = short.removeprefix("model.")
             for label, columns in groups.get(name, {short: slice(None)}).items():
                 blocks[label] = values[..., columns]
         for name in props:

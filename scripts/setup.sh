@@ -51,5 +51,13 @@ fi
 # for 3.12 PyPI serves the CUDA build (~3 GB with its nvidia wheels, runs on CPU)
 .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# SevenNet (real pretrained weights in its wheel) needs e3nn >= 0.5; mace-torch pins
+# e3nn 0.4.4. sevenn and its e3nn go in an overlay that the SevenNet tests put
+# first on PYTHONPATH (its other dependencies are in [dev]).
+overlay=.venv/overlays/sevenn
+if [ ! -d "$overlay/sevenn-0.13.0.dist-info" ] || [ ! -d "$overlay/e3nn-0.6.0.dist-info" ]; then
+    rm -rf "$overlay"
+    .venv/bin/python -m pip install --quiet --no-deps --target "$overlay" "sevenn==0.13.0" "e3nn==0.6.0"
+fi
 .venv/bin/python -c "import ase_symcalc, ase, torch, metatomic.torch; print('ase_symcalc', ase_symcalc.__version__, '| ase', ase.__version__, '| torch', torch.__version__, '| metatomic-torch', metatomic.torch.__version__)"
 .venv/bin/python -c "import torch_sim; print('torch-sim', torch_sim.__version__)" 2>/dev/null || echo "setup: torch-sim not installed (Python < 3.12): its tests will skip"

@@ -331,3 +331,23 @@ def test_random_mode_climbs_the_ladder_for_an_escalated_system(orb64):
     assert output["symmetrized_over_rule"].tolist() == [False, True]
     assert torch.isfinite(output["forces_residual"][1])
     assert torch.isnan(output["forces_residual"][0])
+
+
+def test_feature_hooks_tell_equivariant_layers_from_learned_ones(orb64, mace64):
+    """Layer by layer, through forward hooks: MACE's invariant features are all in
+    (0,+) to the float64 floor; random Orb's node features are not (1e-6)."""
+    from ase_symcalc.diagnostics import feature_fractions
+
+    atoms = _cu(repeat=(1, 1, 1), seed=3)
+    orb_layers = TorchSimEvaluator(orb64).feature_names()
+    assert orb_layers == ["model.model.gnn_stacks.0", "model.model.gnn_stacks.1"]
+    orb = feature_fractions(orb64, [atoms], 2)
+    for layer in ("model.gnn_stacks.0", "model.gnn_stacks.1"):
+        assert 1e-8 < 1 - orb[layer][(0, 1)] < 1e-2, orb.table()
+    fractions = feature_fractions(mace64, [atoms], 2)
+    assert 1 - fractions["products.1"][(0, 1)] < 1e-12, fractions.table()  # the last: scalars
+    # the first layer carries vectors too: all of it in (0,+) and (1,+)
+    assert 1 - fractions["products.0"][(0, 1)] - fractions["products.0"][(1, 1)] < 1e-12
+    assert abs(fractions["forces"][(1, 1)] - 1) < 1e-12
+    with pytest.raises(ValueError, match="has no module 'nope'"):
+        feature_fractions(mace64, [atoms], 1, features=["nope"])

@@ -9,6 +9,7 @@ back in the rotated frame, as float64 numpy, for the shared averaging code.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,7 +17,18 @@ from ase import Atoms
 
 from ._base import StackedOutputs
 
-__all__ = ["TorchSimEvaluator", "is_torchsim_model"]
+__all__ = ["FEATURE_LAYERS", "TorchSimEvaluator", "is_torchsim_model"]
+
+#: the per-atom features analysed layer by layer, by module name in the torch-sim
+#: wrapper: Orb's message-passing stacks, MACE's products (the node features of
+#: each interaction), SevenNet's gates (the end of each interaction) and its last
+#: invariant features
+FEATURE_LAYERS = (
+    r"model\.model\.gnn_stacks\.\d+",
+    r"model\.products\.\d+",
+    r"model\.\d+_equivariant_gate",
+    r"model\.reduce_input_to_hidden",
+)
 
 
 def is_torchsim_model(model) -> bool:
@@ -84,3 +96,96 @@ class TorchSimEvaluator:
             forces=numpy("forces", (n_copies, n_atoms, 3)),
             stress=numpy("stress", (n_copies, 3, 3)),
         )
+
+    # -- internal features, through forward hooks ------------------------------
+
+    def feature_names(self) -> list[str]:
+        """Modules whose per-atom output ``evaluate_features`` can record.
+
+        The layers of ``FEATURE_LAYERS`` found in this model, in forward order;
+        any other module name (``model.named_modules()``) can be asked for too.
+        """
+        return [
+            name
+            for name, _ in self.model.named_modules()
+            if any(re.fullmatch(pattern, name) for pattern in FEATURE_LAYERS)
+        ]
+
+    def evaluate_features(
+        self,
+        atoms: Atoms,
+        matrices: np.ndarray,
+        names: Sequence[str],
+        batch_size=None,
+        properties: Sequence[str] = (),
+    ) -> dict[str, np.ndarray]:
+        """Per-atom outputs of the modules ``names`` on every copy, ``(M, N, F)`` float64.
+
+        Forward hooks record each module's output during the ordinary forward
+        pass: a tensor, the first per-atom tensor of a tuple (Orb's nodes,
+        MACE's messages) or the ``x`` / ``node_feats`` entry of a graph
+        dictionary (SevenNet). ``properties`` come from the same pass.
+        """
+        from .._torchsim_copies import copies_of_atoms, run_model
+
+        modules = dict(self.model.named_modules())
+        missing = [name for name in names if name not in modules]
+        if missing:
+            raise ValueError(
+                f"{self.name} has no module {', '.join(map(repr, missing))}; its feature "
+                f"layers are: {', '.join(self.feature_names()) or 'none found'} (any name of "
+                "model.named_modules() works)"
+            )
+        n_copies, n_atoms = len(matrices), len(atoms)
+        recorded = {name: [] for name in names}
+
+        def record(name):
+            def hook(module, inputs, output):
+                recorded[name].append(_per_atom(output, name))
+
+            return hook
+
+        handles = [modules[name].register_forward_hook(record(name)) for name in names]
+        try:
+            state, _ = copies_of_atoms(atoms, matrices, self.model.device, self.model.dtype)
+            outputs = run_model(self.model, state, batch_size or self.batch_size)
+        finally:
+            for handle in handles:
+                handle.remove()
+        stacked = {}
+        for name, chunks in recorded.items():
+            values = np.concatenate(chunks) if chunks else np.zeros((0,))
+            if values.shape[0] != n_copies * n_atoms:
+                raise ValueError(
+                    f"module {name!r} of {self.name} did not give one row per atom "
+                    f"({values.shape[0]} rows for {n_copies} copies of {n_atoms} atoms): "
+                    "pick a module that outputs node features"
+                )
+            stacked[name] = values.reshape(n_copies, n_atoms, -1)
+        shapes = {
+            "energy": (n_copies,),
+            "forces": (n_copies, n_atoms, 3),
+            "stress": (n_copies, 3, 3),
+        }
+        for name in properties:
+            if name in outputs and name in shapes:
+                stacked[name] = (
+                    outputs[name].detach().to("cpu").double().numpy().reshape(shapes[name])
+                )
+        return stacked
+
+
+def _per_atom(output, name: str) -> np.ndarray:
+    """The node features in a module's output, as a 2D float64 array (a copy)."""
+    import torch
+
+    value = output
+    if isinstance(output, (tuple, list)):
+        value = next((item for item in output if torch.is_tensor(item)), None)
+    elif not torch.is_tensor(output) and hasattr(output, "keys"):
+        value = next((output[key] for key in ("x", "node_feats") if key in output.keys()), None)
+    if not torch.is_tensor(value):
+        raise ValueError(
+            f"module {name!r} returned {type(output).__name__}, with no per-atom tensor to record"
+        )
+    return value.detach().to("cpu").double().numpy().reshape(len(value), -1).copy()
