@@ -1,4 +1,6 @@
-"""NVE with raw direct forces vs symmetrized forces, from the same start.
+"""
+NVE with raw direct forces vs symmetrized forces, from the same start.
+======================================================================
 
 Runs the shipped PET on 108 copper atoms at 600 K: once with the raw direct
 forces, once symmetrized (``lebedev:3``, 48 rotations), both logged by

@@ -1,4 +1,6 @@
-"""Symmetrize a metatomic model file (the shipped PET here; PET-MAD works the same).
+"""
+Symmetrize a metatomic model file (the shipped PET here; PET-MAD works the same).
+=================================================================================
 
 Run: python examples/metatomic_model.py [MODEL.pt]
 """

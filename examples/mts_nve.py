@@ -1,4 +1,6 @@
-"""Energy-conserving symmetrized NVE at a fraction of the price: multiple time stepping.
+"""
+Energy-conserving symmetrized NVE at a fraction of the price: multiple time stepping.
+=====================================================================================
 
 The shipped PET on 32 copper atoms at 300 K: raw direct forces every 2 fs
 step, and every 8 steps the correction towards the conservative forces of the

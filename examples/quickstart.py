@@ -1,4 +1,6 @@
-"""Quickstart: symmetrize an anisotropic model and watch its equivariance error.
+"""
+Quickstart: symmetrize an anisotropic model and watch its equivariance error.
+=============================================================================
 
 The model is EMT copper plus a deliberately anisotropic degree-4 term (a
 stand-in for an unconstrained ML potential that learned rotations only
@@ -56,8 +58,15 @@ print("\nstep  E_pot raw   E_pot sym   energy err (meV)  forces err (meV/Å)")
 dyn = VelocityVerlet(atoms, timestep=2.0 * units.fs)
 
 
+steps, raw_errors, sym_energies, raw_energies = [], [], [], []
+
+
 def log():
     res = atoms.calc.results
+    steps.append(dyn.nsteps)
+    raw_errors.append(res["forces_equivariance_error"] * 1e3)
+    sym_energies.append(res["energy"])
+    raw_energies.append(res["raw_energy"])
     print(
         f"{dyn.nsteps:4d} {res['raw_energy']:10.5f} {res['energy']:10.5f} "
         f"{res['energy_equivariance_error'] * 1e3:14.3f} "
@@ -67,3 +76,22 @@ def log():
 
 dyn.attach(log, interval=1)
 dyn.run(5)
+
+# The same numbers as a figure: what the monitor would plot over a long run.
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 4.5), sharex=True)
+top.plot(steps, raw_energies, "o-", label="raw")
+top.plot(steps, sym_energies, "s-", label="symmetrized")
+top.set_ylabel("potential energy (eV)")
+top.legend()
+bottom.plot(steps, raw_errors, "o-", color="C3")
+bottom.set_ylabel("forces equivariance\nerror (meV/Å)")
+bottom.set_xlabel("MD step (2 fs)")
+fig.tight_layout()
+figure = Path(tempfile.gettempdir()) / "ase_symcalc_quickstart.png"
+fig.savefig(figure, dpi=110)
+print(f"figure: {figure}")

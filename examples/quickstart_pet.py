@@ -1,4 +1,6 @@
-"""Quickstart with the shipped unconstrained PET: raw vs symmetrized, then MD.
+"""
+Quickstart with the shipped unconstrained PET: raw vs symmetrized, then MD.
+===========================================================================
 
 Run: python examples/quickstart_pet.py   (about 30 s on 2 cores)
 """

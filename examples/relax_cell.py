@@ -1,4 +1,6 @@
-"""Relax a strained copper cell with FrechetCellFilter, raw vs symmetrized PET.
+"""
+Relax a strained copper cell with FrechetCellFilter, raw vs symmetrized PET.
+============================================================================
 
 With the raw direct forces and stress of the unconstrained model (which are
 neither equivariant nor derivatives of one energy) BFGS wanders off and shears

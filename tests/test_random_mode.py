@@ -424,3 +424,38 @@ def test_checkpoint_keeps_everything_the_model_reads(tmp_path):
     assert loaded["results"]["evaluations"] == calc.results["evaluations"]
     assert isinstance(loaded["results"]["evaluations"], int)
     np.testing.assert_array_equal(loaded["results"]["forces"], calc.results["forces"])
+
+
+class _ReseedingCalculator(Calculator):
+    """A base that reseeds numpy's global generator on every call, as fairchem does."""
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        np.random.seed(0)  # noqa: NPY002  (what the test is about)
+        self.inner.calculate(atoms, properties, system_changes)
+        self.results = {k: self.inner.results[k] for k in ("energy", "free_energy", "forces")}
+
+
+def test_random_rotations_keep_their_own_generator():
+    """A base that reseeds numpy's global generator changes nothing: the same
+    rotations, call after call, as with the plain base."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+    atoms.rattle(0.05, seed=1)
+    runs = []
+    for base in (_anisotropic(), _ReseedingCalculator(_anisotropic())):
+        calc = SymmetrizedCalculator(base, mode="random", seed=5, probe_interval=1000)
+        forces = []
+        for step in range(3):
+            copy = atoms.copy()
+            copy.positions[0, 0] += 0.01 * step
+            copy.calc = calc
+            forces.append(copy.get_forces())
+        runs.append(np.array(forces))
+    np.testing.assert_allclose(runs[0], runs[1], atol=1e-12)
+    assert np.abs(runs[0][1] - runs[0][0]).max() > 1e-3  # a new rotation every call

@@ -7,6 +7,8 @@ metatomic-torchsim. Skipped where torch-sim is not installed (Python < 3.12).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -351,3 +353,47 @@ def test_feature_hooks_tell_equivariant_layers_from_learned_ones(orb64, mace64):
     assert abs(fractions["forces"][(1, 1)] - 1) < 1e-12
     with pytest.raises(ValueError, match="has no module 'nope'"):
         feature_fractions(mace64, [atoms], 1, features=["nope"])
+
+
+def test_mace_ase_calculator_through_the_ase_loop(mace64, tmp_path):
+    """MACE's own ASE calculator (a model file with random weights, float64):
+    E(3)-equivariant, so errors at 1e-10 and the outputs come back unchanged."""
+    from mace.calculators import MACECalculator
+
+    path = tmp_path / "random.model"
+    torch.save(mace64.model, path)
+    calc = MACECalculator(model_paths=str(path), device="cpu", default_dtype="float64")
+    atoms = _cu(repeat=(1, 1, 1), seed=5)
+    atoms.calc = symmetrized = SymmetrizedCalculator(calc, quadrature="group:T")
+    forces = atoms.get_forces()
+    assert symmetrized.evaluator.name == "base calculator MACECalculator"
+    assert symmetrized.results["forces_equivariance_error"] < 1e-10
+    np.testing.assert_allclose(forces, symmetrized.results["raw_forces"], atol=1e-10)
+    np.testing.assert_allclose(atoms.get_stress(), symmetrized.results["raw_stress"], atol=1e-10)
+
+
+def test_diagnose_command_takes_a_torchsim_model_file(tmp_path, capsys):
+    """``ase-symcalc diagnose orb:FILE``: layer-by-layer fractions through hooks."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    from ase_symcalc.cli import main
+
+    path = tmp_path / "orb-v3-direct-20-random.ckpt"
+    torch.save(random_orb(seed=4, size="full", max_num_neighbors=20).model.state_dict(), path)
+    frames = []
+    for seed in range(2):
+        atoms = _cu((1, 1, 1), seed=seed)
+        atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=np.zeros((4, 3)))
+        frames.append(atoms)
+    write(tmp_path / "frames.extxyz", frames)
+    out = tmp_path / "diag"
+    code = main(
+        ["diagnose", f"orb:{path}", str(tmp_path / "frames.extxyz"), "--lmax", "1"]
+        + ["--quadrature", "group:T", "--output", str(out)]
+    )
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(out.with_suffix(".json").read_text())
+    layers = [name for name in report["fractions"] if "gnn_stacks" in name]
+    assert len(layers) == 5  # the published Orb-v3: five message-passing stacks
+    assert out.with_suffix(".png").is_file()

@@ -23,13 +23,14 @@ from ._common import CommandError, combine_model_options, one_line_warnings
 from ._common import _thermalize as _thermalize  # examples and benchmarks use it
 from .md import plot_log, read_log, summarize
 
-__all__ = ["CommandError", "main", "plot_log", "read_log", "summarize"]
+__all__ = ["CommandError", "build_parser", "main", "plot_log", "read_log", "summarize"]
 
 # in the order of ``ase-symcalc --help``
 COMMANDS = (md, compare, quadratures, models, diagnose, check, workflows, serve, export)
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The `ase-symcalc` parser with every command (the CLI reference is generated from it)."""
     parser = argparse.ArgumentParser(
         prog="ase-symcalc",
         description="Symmetrize unconstrained ML potentials over O(3) and monitor "
@@ -47,7 +48,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = _build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     handlers = {name: run for command in COMMANDS for name, run in command.HANDLERS.items()}
     try:
         combine_model_options(args)

@@ -1,4 +1,4 @@
-"""`ase-symcalc diagnose`: the paper's A and B diagnostics of a metatomic model."""
+"""`ase-symcalc diagnose`: the paper's A and B diagnostics of a model."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ def add_parser(sub) -> None:
     diagnose = sub.add_parser(
         "diagnose",
         help="the paper's diagnostics: equivariance errors and character fractions",
-        description="For a metatomic model and a dataset: the equivariance error of "
+        description="For a model (metatomic, or torch-sim: Orb, MACE, SevenNet, ...) and a "
+        "dataset: the equivariance error of "
         "energy, forces and stress (A), with the test errors raw and symmetrized when "
         "the frames carry reference labels, and the fraction of each output and each "
-        "internal feature block in every O(3) channel (l, parity) (B). Writes "
+        "internal feature block (metatomic feature outputs; the layers of torch-sim models, "
+        "through forward hooks) in every O(3) channel (l, parity) (B). Writes "
         "PREFIX.json and the heatmap PREFIX.png.",
     )
     add_model_options(diagnose, positional=True)
