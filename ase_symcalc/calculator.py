@@ -170,7 +170,10 @@ class SymmetrizedCalculator(Calculator):
     ``direct_forces``, ``direct_stress``, ``direct_forces_equivariance_error``;
     ``quadrature`` (the rule's name) and ``evaluations`` (model evaluations of
     this call). Errors are NaN when only one copy is evaluated (``"identity"``,
-    ``"random-single"``).
+    ``"random-single"``). A base that is an ASE calculator is asked for
+    per-atom ``energies`` only when they are asked for
+    (``get_potential_energies``), since many calculators list them but compute
+    them only when configured to; they are reported whenever it computed them.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -349,7 +352,8 @@ class SymmetrizedCalculator(Calculator):
                 f"{self.evaluator.name} does not provide 'energy', which the symmetrizer needs"
             )
         # energy, forces and stress together (ASE asks for them one at a time); what
-        # the evaluator computes only on request, only when asked (CHGNet's energies)
+        # the evaluator computes only on request, only when asked (CHGNet's energies;
+        # the ASE loop still returns them when the base computed them anyway)
         on_request = getattr(self.evaluator, "on_request", frozenset())
         wanted = [
             name

@@ -244,7 +244,7 @@ class SymmetrizedModel(ModelInterface):
     def _average(self, state, matrices, weights) -> dict[str, torch.Tensor]:
         """One pass over a rule for every system: averages and errors, in the model dtype."""
         g, per_system = self._stacked(state, matrices)
-        w = torch.as_tensor(np.asarray(weights), dtype=torch.float64, device=state.device)
+        w = torch.as_tensor(np.array(weights), dtype=torch.float64, device=state.device)
         means = [
             (atoms, symmetrize(stacked, g, w, net_force_removal=self.remove_net_force))
             for atoms, stacked in per_system

@@ -1,7 +1,13 @@
+import os
+
 import numpy as np
 import pytest
 from ase.build import bulk, molecule
 from ase.calculators.calculator import Calculator, all_changes
+
+# no test waits for a network: named models are looked for locally only (the tests
+# of the download path unset this and disable sockets themselves)
+os.environ.setdefault("ASE_SYMCALC_OFFLINE", "1")
 
 
 def thermalize(atoms, temperature_K, seed=0):

@@ -232,10 +232,14 @@ def test_symmetrized_model_modes_and_residual(orb):
     assert auto.quadrature.name and "forces_residual" in output
 
 
-def test_errors_name_the_fix(orb, tmp_path):
+def test_errors_name_the_fix(orb, tmp_path, monkeypatch):
+    from ase_symcalc.models.named import MissingModelError
+
+    monkeypatch.setenv("ASE_SYMCALC_OFFLINE", "1")
+    monkeypatch.setenv("ASE_SYMCALC_MODEL_DIR", str(tmp_path))
     with pytest.raises(TypeError, match="ModelInterface"):
         SymmetrizedModel(object())
-    with pytest.raises(ValueError, match="orb:FILE"):
+    with pytest.raises(MissingModelError, match="orb-v3-direct-20-omat-20250404.ckpt"):
         SymmetrizedCalculator("orb-v3-direct-20-omat")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         SymmetrizedCalculator(f"orb:{tmp_path / 'missing.ckpt'}")
@@ -269,8 +273,8 @@ def test_cli_takes_an_architecture_and_a_file(tmp_path, capsys):
     assert (tmp_path / "cmp.csv").read_text().count("\n") == 2  # header + one frame
     assert main([*args, "--arch", "orb", "--model-path", str(path), "--output", str(out)]) == 0
     capsys.readouterr()
-    assert main([*args, "--model", "orb-v3-direct-20-omat"]) == 2
-    assert "give the file instead, --model orb:FILE" in capsys.readouterr().err
+    assert main([*args, "--model", "orb-v3-direct-20-omat"]) == 2  # offline: conftest
+    assert "orb-v3-direct-20-omat-20250404.ckpt" in capsys.readouterr().err
     assert main([*args, "--arch", "orb"]) == 2
     assert "--arch and --model-path go together" in capsys.readouterr().err
 

@@ -64,7 +64,8 @@ class ASECalculatorEvaluator:
     ``batch_size`` has no meaning here (ASE calculators take one structure).
     Per-atom ``energies`` are asked for only when the caller asks for them:
     many calculators list them but compute them only when configured to
-    (CHGNet's ``return_site_energies``).
+    (CHGNet's ``return_site_energies``); when the calculator computed them
+    anyway (EMT, MACE), they are taken from its results.
     """
 
     #: properties the symmetrizer evaluates only when they are asked for
@@ -91,8 +92,15 @@ class ASECalculatorEvaluator:
         self, atoms: Atoms, matrices: np.ndarray, properties: Sequence[str]
     ) -> StackedOutputs:
         properties = list(properties)
+        # per-atom energies the caller did not ask for are kept when the calculator
+        # computed them anyway (EMT, MACE), read from its public results
+        optional = [
+            name
+            for name in sorted(self.on_request - set(properties))
+            if name in self.calculator.implemented_properties
+        ]
         n_atoms = len(atoms)
-        stacks = {name: [] for name in properties}
+        stacks = {name: [] for name in properties + optional}
         for index, g in enumerate(matrices):
             copy = rotated_atoms(atoms, g)
             try:
@@ -103,7 +111,14 @@ class ASECalculatorEvaluator:
                         f"raised by {self.name} on rotated copy {index} of {len(matrices)}"
                     )
                 raise
-            for name in properties:
+            for name in list(optional):
+                value = getattr(self.calculator, "results", {}).get(name)
+                if value is None:  # not computed for this copy: drop it for all
+                    optional.remove(name)
+                    del stacks[name]
+                else:
+                    values[name] = value
+            for name in properties + optional:
                 value = np.asarray(values[name], dtype=np.float64)
                 if name == "stress":
                     value = _stress_as_matrix(value, self.name, index)
