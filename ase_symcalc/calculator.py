@@ -162,6 +162,8 @@ class SymmetrizedCalculator(Calculator):
         keys). Free when the rule contains the identity, one extra evaluation
         otherwise (the default generic orientation).
 
+    Notes
+    -----
     ``results`` holds ``energy``, ``free_energy`` (= energy), ``forces``,
     ``stress`` (Voigt, eV/Å^3), ``energies``; ``raw_energy``, ``raw_forces``,
     ``raw_stress``, ``raw_energies``; ``energy_equivariance_error`` (eV),

@@ -18,7 +18,7 @@ symmetrized model can be scored the way the community scores raw ones:
   (ddmms/ml-peg, ``physicality/rotational_symmetry``). A seeded cumulative
   walk of orientations: 14 small steps (1 to 40 degrees) about random axes,
   then 100 Haar-random steps, 115 orientations with the original; the
-  successive pairs are compared: |dE| per atom and the MAE of the forces
+  successive pairs are compared: ``|dE|`` per atom and the MAE of the forces
   rotated back to the original frame; the scores are the mean and max over
   pairs. Same seeds (42) and step angles as ML-PEG, so the walk is the same;
   differences: one structure at a time (ML-PEG pools ten fixed ones) and
@@ -191,7 +191,7 @@ def rotational_symmetry_walk(
 
 
 def plot_checks(report: dict, output) -> None:
-    """Arena MAE against angle and walk |dF| against relative angle, raw vs symmetrized."""
+    """Arena MAE against angle and walk ``|dF|`` against relative angle, raw vs symmetrized."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -8,14 +8,14 @@ lattice, and the cell stays right-handed.
 Back-transforms ``rho(g)^-1 y`` bring an output computed on ``g.x`` back to the
 frame of ``x``:
 
-==========  ===========  ===============
-output      ``rho(g) y``  ``rho(g)^-1 y``
-==========  ===========  ===============
-energy      ``y``         ``y``
-forces      ``F g^T``     ``y g``
-stress      ``g S g^T``   ``g^T y g``
-axial vec.  ``det g V g^T``  ``det g y g``
-==========  ===========  ===============
+==========  ================  ===============
+output      ``rho(g) y``      ``rho(g)^-1 y``
+==========  ================  ===============
+energy      ``y``             ``y``
+forces      ``F g^T``         ``y g``
+stress      ``g S g^T``       ``g^T y g``
+axial vec.  ``det g V g^T``   ``det g y g``
+==========  ================  ===============
 """
 
 from __future__ import annotations

@@ -28,7 +28,6 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
-    "sphinx.ext.viewcode",
     "sphinxarg.ext",
     "sphinx_gallery.gen_gallery",
 ]
@@ -39,6 +38,8 @@ source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py", "**.zip"]
 
 autodoc_member_order = "bysource"
+# wrappers of torch-sim and ASE classes: their parents' docstrings (other styles) stay theirs
+autodoc_inherit_docstrings = False
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": False}
 napoleon_numpy_docstring = True

@@ -9,6 +9,10 @@ energies and the equivariance errors at every outer step; the script prints
 the drift of the conserved energy and the cost relative to raw MD.
 
 Run: python examples/mts_nve.py [--steps 400] [--output DIR]   (400 steps: ~1 min)
+
+Not run when the documentation is built (a minute of MD); its measured drift
+and cost against raw MD, and the figures of longer runs, are in
+:doc:`/concepts/modes` and :doc:`/how-to/run-md`.
 """
 
 import argparse

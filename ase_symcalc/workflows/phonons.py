@@ -142,7 +142,7 @@ def phonon_report(
     one that defines which branches are degenerate (if absent, the last one).
     Returns, per calculator: ``frequencies_THz`` (special point -> list),
     ``splittings_THz`` (point or line -> largest splitting over the
-    reference's degenerate groups), ``gamma_acoustic_THz`` (largest |f| of the
+    reference's degenerate groups), ``gamma_acoustic_THz`` (largest ``|f|`` of the
     three lowest branches at Gamma) and the band structure along the cell's
     standard path (``band``), plus the path (``path``).
     """
