@@ -2,8 +2,8 @@
 
 Each ```python block is executed in order in one namespace; the names the
 prose leaves to the reader (``my_unconstrained_calculator``, ``base``) are an
-analytic anisotropic calculator, and the MD example runs one outer step
-instead of 100 (the torch-sim MD two steps; its blocks skip without torch-sim).
+analytic anisotropic calculator. The pages under docs/ are run the same way
+by test_docs.py.
 """
 
 import importlib.util
@@ -17,8 +17,10 @@ def _python_blocks():
     return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 
 
-def test_readme_has_python_examples():
-    assert len(_python_blocks()) >= 5
+def test_readme_is_short_and_has_its_example():
+    """The README is the five-minute read (issue 26): the rest lives in docs/."""
+    assert len(README.read_text().splitlines()) <= 200
+    assert len(_python_blocks()) >= 1
 
 
 def test_readme_examples_run(tmp_path, monkeypatch):
@@ -35,5 +37,4 @@ def test_readme_examples_run(tmp_path, monkeypatch):
                 continue  # Python < 3.12: no torch-sim
         code = block.replace("dyn.run(100)", "dyn.run(1)").replace("n_steps=100", "n_steps=2")
         exec(compile(code, f"README.md, python block {index}", "exec"), namespace)  # noqa: S102
-    assert (tmp_path / "log.csv").exists()
-    assert namespace["result"].table()
+    assert namespace["atoms"].calc.results["forces_equivariance_error"] > 0
