@@ -140,7 +140,7 @@ class _Scaled(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         base = EMT()
-        base.calculate(self.atoms, properties, system_changes)
+        base.calculate(self.atoms, properties, all_changes)  # a fresh EMT each call
         self.model.calculate(self.atoms, ["energy", "forces", "stress"], all_changes)
         self.results = {
             key: base.results[key] + self.scale * (self.model.results[key] - base.results[key])

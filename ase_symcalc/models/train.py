@@ -273,7 +273,7 @@ RECIPES = {
     # elastic-v2's last-stage weights from the first epoch, in one run with one
     # learning-rate schedule: no epochs spent on a direct stress that learns
     # the pressure only, and the schedule anneals once, at the end
-    # (105 min). Measured (issue 18, README): elastic constants within 10% of
+    # (105 min). Measured (issue 18, docs/how-to/train.md): elastic constants within 10% of
     # EMT for both stress modes, raw direct forces 1.2x and energy 1.2-1.9x
     # v1's errors; its weights: training/checkpoints/elastic-v3.ckpt. Stage 1
     # of elastic-v4
@@ -289,7 +289,7 @@ RECIPES = {
     # low learning rate (28 epochs, 15 min), then the same with 118 more
     # general frames (seed + 4) and 200 elastic-regime 4-atom cells (seed + 5,
     # ``elastic_regime_frames``) added to the data (45 epochs, 38 min). Every
-    # held-out error below v1's, elastic constants within 15% of EMT (README)
+    # held-out error below v1's, elastic constants within 15% of EMT (docs/how-to/train.md)
     "elastic-v4": {
         **ELASTIC_FAST,
         "epochs": 200,
