@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk
+from ase.calculators.calculator import Calculator
 from ase.io import write
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -133,39 +136,74 @@ NUMBERS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(min_value=-(10**6), max_value=10**6),
 )
-OPTIONS = {
-    "md": ["--temperature", "--timestep", "--pressure", "--steps", "--interval", "--tolerance"],
-    "relax": ["--fmax", "--rattle", "--strain", "--steps", "--symmetry-tolerance"],
-    "phonons": ["--displacement", "--symmetry-tolerance"],
+
+
+def _parser_options() -> dict[str, tuple[list, list]]:
+    """Every command's numeric options (flag, type, nargs) and positional names, read
+    from the parsers themselves (argparse has no public walk of its sub-commands)."""
+    import argparse
+
+    from ase_symcalc.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    table = {}
+    for name, command in sub.choices.items():
+        numeric = [
+            (action.option_strings[-1], action.type, action.nargs)
+            for action in command._actions
+            if action.option_strings and action.type in (int, float)
+        ]
+        positional = [action.dest for action in command._actions if not action.option_strings]
+        table[name] = (numeric, positional)
+    return table
+
+
+PARSER_OPTIONS = _parser_options()
+_SCRATCH = Path(tempfile.mkdtemp(prefix="ase_symcalc_hypothesis_"))
+write(_SCRATCH / "cu.xyz", bulk("Cu", "fcc", a=3.61, cubic=True))
+POSITIONAL_VALUES = {
+    "structure": str(_SCRATCH / "cu.xyz"),
+    "dataset": str(_SCRATCH / "cu.xyz"),
+    "model": "pet-cu-emt",
+    "log": str(_SCRATCH / "log.csv"),
+    "address": "localhost:31415",
+    "output": str(_SCRATCH / "out.pt"),
 }
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    command=st.sampled_from(sorted(OPTIONS)),
-    data=st.data(),
-)
-def test_random_command_lines_exit_0_or_2_never_a_traceback(command, data):
-    """Values drawn for the parsers' own numeric options (NaN, inf, negative included);
-    the commands themselves are stubbed: what is tested is the checking layer."""
-    from ase_symcalc.cli import workflows
+def _value(draw, kind):
+    value = draw(NUMBERS)
+    if kind is int:
+        return str(int(value)) if np.isfinite(value) else str(value)
+    return str(value)
 
-    options = data.draw(st.lists(st.sampled_from(OPTIONS[command]), unique=True, max_size=4))
-    argv = [command]
-    for option in options:
-        value = data.draw(NUMBERS)
-        integer = option in ("--steps", "--interval")
-        argv += [option, str(int(value) if integer and np.isfinite(value) else value)]
-    handlers = md.HANDLERS if command == "md" else workflows.HANDLERS
-    original = handlers[command]
-    handlers[command] = lambda args: 0
+
+@settings(max_examples=120, deadline=None)
+@given(command=st.sampled_from(sorted(PARSER_OPTIONS)), data=st.data())
+def test_random_command_lines_exit_0_or_2_never_a_traceback(command, data):
+    """Every command, with values drawn for its parser's own numeric options (NaN, inf,
+    negative and huge included); the commands themselves are stubbed: what is tested
+    is the checking layer, which must answer 0 or 2 and never raise."""
+    from ase_symcalc.cli import COMMANDS
+
+    numeric, positional = PARSER_OPTIONS[command]
+    argv = [command] + [POSITIONAL_VALUES[name] for name in positional]
+    if numeric:
+        chosen = data.draw(st.lists(st.sampled_from(numeric), unique=True, max_size=4))
+        for flag, kind, nargs in chosen:
+            count = nargs if isinstance(nargs, int) else 1
+            argv += [flag] + [_value(data.draw, kind) for _ in range(count)]
+    module = next(module for module in COMMANDS if command in module.HANDLERS)
+    original = module.HANDLERS[command]
+    module.HANDLERS[command] = lambda args: 0
     try:
         code = main(argv)
     except SystemExit as exit_info:  # argparse: a float where an int goes
         code = exit_info.code
     finally:
-        handlers[command] = original
-    assert code in (0, 2)
+        module.HANDLERS[command] = original
+    assert code in (0, 2), argv
 
 
 def _md_namespace(**options):
@@ -239,3 +277,78 @@ def test_the_calculator_names_a_misspelt_option_and_a_broken_structure():
     with pytest.raises(ValueError, match="degenerate along its periodic directions"):
         flat.get_potential_energy()
     assert calc.evaluation_count == 0  # refused before any model call
+
+
+class _NeverCalled(Calculator):
+    """A calculator that fails the test if a workflow calls it."""
+
+    implemented_properties = ["energy", "forces", "stress"]
+
+    def calculate(self, *args, **kwargs):
+        raise AssertionError("the model was called before the input was checked")
+
+
+def _cu_cell():
+    return bulk("Cu", "fcc", a=3.61, cubic=True)
+
+
+def _nan_cell():
+    atoms = _cu_cell()
+    atoms.positions[1, 0] = np.inf
+    return atoms
+
+
+def _molecule():
+    return Atoms("Cu2", positions=[[0, 0, 0], [2.5, 0, 0]])
+
+
+# (workflow, keyword arguments, the error's words): three or more bad values of each kind
+PYTHON_API_CASES = [
+    ("phonons", {"supercell": (0, 0, 0)}, "supercell must be three integers"),
+    ("phonons", {"supercell": (2, 2)}, "supercell must be three integers"),
+    ("phonons", {"supercell": (2.5, 2, 2)}, "supercell must be three integers"),
+    ("phonons", {"supercell": (100, 1, 1)}, "supercell must be three integers"),
+    ("phonons", {"displacement": 0.0}, "displacement must be a finite number > 0"),
+    ("phonons", {"displacement": float("nan")}, "displacement must be a finite number > 0"),
+    ("phonons", {"displacement": -0.01}, "displacement must be a finite number > 0"),
+    ("phonons", {"degenerate_tolerance": -1.0}, "degenerate_tolerance must be"),
+    ("phonons", {"band_points": 1}, "band_points must be an integer >= 2"),
+    ("phonons", {"atoms": _molecule}, "needs a crystal"),
+    ("phonons", {"atoms": _nan_cell}, "non-finite position"),
+    ("phonons", {"calculators": {}}, "non-empty dict"),
+    ("phonons", {"calculators": {"model": "EMT"}}, "not an ASE calculator"),
+    ("elastic", {"strains": (0.0,)}, "strain must be a finite number > 0"),
+    ("elastic", {"strains": (float("inf"),)}, "strain must be a finite number > 0"),
+    ("elastic", {"strains": ()}, "at least one magnitude"),
+    ("elastic", {"strains": (0.5,)}, "beyond the linear response"),
+    ("elastic", {"strains": 0.01}, "strains must be a list"),
+    ("elastic", {"atoms": _molecule}, "needs a crystal"),
+    ("elastic", {"atoms": _nan_cell}, "non-finite position"),
+    ("relax", {"fmax": 0.0}, "fmax must be a finite number > 0"),
+    ("relax", {"fmax": float("nan")}, "fmax must be a finite number > 0"),
+    ("relax", {"steps": -1}, "steps must be an integer >= 0"),
+    ("relax", {"steps": 2.5}, "steps must be an integer >= 0"),
+    ("relax", {"optimizer": "Newton"}, "optimizer must name an optimizer"),
+    ("relax", {"atoms": _molecule}, "needs a crystal"),
+    ("relax", {"atoms": _nan_cell}, "non-finite position"),
+    ("relax", {"calculators": {"model": object()}}, "not an ASE calculator"),
+]
+
+
+@pytest.mark.parametrize(
+    "workflow, options, words",
+    PYTHON_API_CASES,
+    ids=[f"{w}-{'-'.join(map(str, o))}-{i}" for i, (w, o, _) in enumerate(PYTHON_API_CASES)],
+)
+def test_workflows_refuse_bad_input_before_any_model_call(workflow, options, words):
+    from ase_symcalc.workflows import elastic_tensors, phonon_report, relax_report
+
+    options = dict(options)
+    atoms = options.pop("atoms", _cu_cell)()
+    before = atoms.copy() if np.isfinite(atoms.positions).all() else None
+    calculators = options.pop("calculators", {"model": _NeverCalled()})
+    run = {"phonons": phonon_report, "elastic": elastic_tensors, "relax": relax_report}[workflow]
+    with pytest.raises((ValueError, TypeError), match=words):
+        run(calculators, atoms, **options)
+    if before is not None:  # the user's Atoms untouched
+        assert atoms == before

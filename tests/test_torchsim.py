@@ -401,3 +401,15 @@ def test_diagnose_command_takes_a_torchsim_model_file(tmp_path, capsys):
     layers = [name for name in report["fractions"] if "gnn_stacks" in name]
     assert len(layers) == 5  # the published Orb-v3: five message-passing stacks
     assert out.with_suffix(".png").is_file()
+
+
+def test_unknown_elements_are_refused_before_the_model_runs(mace64):
+    """MACE was built for copper only: water is a one-line ValueError naming the
+    elements, before any forward pass."""
+    from ase.build import molecule
+
+    water = molecule("H2O")
+    water.calc = calc = SymmetrizedCalculator(mace64, quadrature="group:T")
+    with pytest.raises(ValueError, match=r"knows Cu \(29\); this structure also has H \(1\), O"):
+        water.get_potential_energy()
+    assert calc.evaluation_count == 0

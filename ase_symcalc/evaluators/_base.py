@@ -171,3 +171,21 @@ def check_structure(atoms: Atoms) -> None:
                 f"{atoms.pbc.tolist()}, lengths {np.round(lengths, 4).tolist()} Å); give a "
                 "full cell, or set atoms.pbc = False along the directions without one"
             )
+
+
+def check_elements(atoms, known, name: str) -> None:
+    """A ``ValueError`` naming the elements of ``atoms`` that a model does not know
+    (``known``: atomic numbers, or None when the model does not say)."""
+    if known is None:
+        return
+    unknown = sorted(set(int(z) for z in atoms.numbers) - set(known))
+    if unknown:
+        from ase.data import chemical_symbols
+
+        def names(numbers):
+            return ", ".join(f"{chemical_symbols[z]} ({z})" for z in numbers)
+
+        raise ValueError(
+            f"{name} knows {names(sorted(known))}; this structure also has "
+            f"{names(unknown)}: use a model trained on every element in it"
+        )

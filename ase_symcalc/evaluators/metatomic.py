@@ -18,7 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from ..transforms import proper_part
-from ._base import StackedOutputs
+from ._base import StackedOutputs, check_elements
 
 __all__ = ["MetatomicEvaluator", "DEFAULT_CPU_BATCH_SIZE"]
 
@@ -342,17 +342,7 @@ class MetatomicEvaluator:
         from vesin import NeighborList
 
         torch, _, Labels, _ = _import_torch()
-        unknown = sorted(set(int(z) for z in atoms.numbers) - set(self._atomic_types))
-        if unknown:
-            from ase.data import chemical_symbols
-
-            def names(numbers):
-                return ", ".join(f"{chemical_symbols[z]} ({z})" for z in numbers)
-
-            raise ValueError(
-                f"{self.name} knows {names(self._atomic_types)}; this structure also has "
-                f"{names(unknown)}: use a model trained on every element in it"
-            )
+        check_elements(atoms, self._atomic_types, self.name)
         device, dtype = self.device, self.dtype
         periodic = atoms.pbc.copy()
         # metatomic wants zero cell vectors along non-periodic directions (a

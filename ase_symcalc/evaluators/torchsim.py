@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from ase import Atoms
 
-from ._base import StackedOutputs
+from ._base import StackedOutputs, check_elements
 
 __all__ = ["FEATURE_LAYERS", "TorchSimEvaluator", "is_torchsim_model"]
 
@@ -66,6 +66,15 @@ class TorchSimEvaluator:
         if model.compute_stress:
             self.implemented_properties.append("stress")
 
+    def known_elements(self) -> set[int] | None:
+        """The atomic numbers the wrapped model was built for, where it says
+        (MACE's ``atomic_numbers``); None otherwise (Orb: every element)."""
+        inner = getattr(self.model, "model", None)
+        numbers = getattr(inner, "atomic_numbers", None)
+        if numbers is None or not hasattr(numbers, "tolist"):
+            return None
+        return {int(z) for z in numbers.tolist()}
+
     def available_properties(self, atoms: Atoms) -> set[str]:
         available = set(self.implemented_properties)
         if not (atoms.pbc.all() and atoms.cell.rank == 3):
@@ -78,6 +87,7 @@ class TorchSimEvaluator:
         from .._torchsim_copies import copies_of_atoms, run_model
 
         n_copies, n_atoms = len(matrices), len(atoms)
+        check_elements(atoms, self.known_elements(), self.name)
         state, _ = copies_of_atoms(atoms, matrices, self.model.device, self.model.dtype)
         try:
             outputs = run_model(self.model, state, self.batch_size)

@@ -15,11 +15,75 @@ class NotACrystalError(ValueError):
 
 
 def require_crystal(atoms: Atoms, workflow: str) -> None:
+    """A 3D-periodic, well-formed structure (finite positions, a cell that is not
+    degenerate), or a ``ValueError`` naming the problem, before any model call."""
+    from ..evaluators import check_structure
+
+    if not isinstance(atoms, Atoms):
+        raise TypeError(f"{workflow} takes an ase.Atoms, got {type(atoms).__name__}")
+    if len(atoms) == 0:
+        raise ValueError(f"{workflow} needs atoms; this structure is empty")
     if not (atoms.pbc.all() and atoms.cell.rank == 3):
         raise NotACrystalError(
             f"{workflow} needs a crystal (pbc=True in 3 directions and a full cell); this "
             f"structure has pbc={atoms.pbc.tolist()} and a cell of rank {atoms.cell.rank}"
         )
+    check_structure(atoms)
+
+
+def check_calculators(calculators) -> None:
+    """A non-empty mapping of names to ASE calculators."""
+    from ase.calculators.calculator import BaseCalculator
+
+    if not isinstance(calculators, dict) or not calculators:
+        raise ValueError(
+            "calculators must be a non-empty dict of name -> ASE calculator, got "
+            f"{type(calculators).__name__}"
+        )
+    for name, calculator in calculators.items():
+        if not isinstance(calculator, BaseCalculator):
+            raise TypeError(
+                f"calculators[{name!r}] is a {type(calculator).__name__}, not an ASE "
+                "calculator (wrap a model in SymmetrizedCalculator first)"
+            )
+
+
+def check_number(name: str, value, *, low=0.0, inclusive=False, fix: str = "") -> float:
+    """``value`` as a finite float above ``low`` (or at it, with ``inclusive``)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    ok = np.isfinite(number) and (number >= low if inclusive else number > low)
+    if not ok or isinstance(value, bool):
+        bound = f">= {low:g}" if inclusive else f"> {low:g}"
+        hint = f" ({fix})" if fix else ""
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}{hint}")
+    return number
+
+
+def check_count(name: str, value, *, low: int = 0) -> int:
+    """``value`` as an integer >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_supercell(supercell, *, largest: int = 20) -> tuple[int, int, int]:
+    """Three repetitions, each an integer from 1 to ``largest``."""
+    try:
+        values = tuple(supercell)
+    except TypeError:
+        values = ()
+    if len(values) != 3 or not all(
+        isinstance(n, (int, np.integer)) and not isinstance(n, bool) and 1 <= n <= largest
+        for n in values
+    ):
+        raise ValueError(
+            f"supercell must be three integers from 1 to {largest}, got {supercell!r} "
+            "(e.g. (3, 3, 3) for a conventional fcc cell)"
+        )
+    return tuple(int(n) for n in values)
 
 
 def spacegroups(atoms: Atoms, tolerances=SYMPREC) -> dict[str, str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms, units
 
-from ._common import require_crystal
+from ._common import check_calculators, check_number, require_crystal
 
 __all__ = ["cubic_spread", "elastic_constants", "elastic_tensors", "strain_matrix"]
 
@@ -63,9 +63,17 @@ def elastic_tensors(
     """``elastic_constants`` of several calculators, each strained cell run by
     all of them in turn (a view of another calculator's results is then free)."""
     require_crystal(atoms, "elastic constants")
-    strains = sorted(float(s) for s in strains)
-    if not strains or strains[0] <= 0:
-        raise ValueError(f"strain magnitudes must be positive, got {strains}")
+    check_calculators(calculators)
+    try:
+        strains = sorted(check_number("strain", s, fix="e.g. 0.005, 0.01") for s in strains)
+    except TypeError as error:
+        raise ValueError(f"strains must be a list of magnitudes, got {strains!r}") from error
+    if not strains:
+        raise ValueError("strains must hold at least one magnitude, e.g. (0.005, 0.01)")
+    if strains[-1] > 0.1:
+        raise ValueError(
+            f"strain {strains[-1]:g} is beyond the linear response (10%); use e.g. 0.005, 0.01"
+        )
     estimates = {name: [] for name in calculators}
     for delta in strains:
         c = {name: np.zeros((6, 6)) for name in calculators}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from ._common import require_crystal
+from ._common import check_calculators, check_count, check_number, check_supercell, require_crystal
 
 __all__ = ["phonon_frequencies", "phonon_report", "special_qpoints"]
 
@@ -89,6 +89,12 @@ def phonon_frequencies(
 def _frequencies(calculators: dict, atoms, qpoints, *, supercell, displacement, progress):
     """Every calculator on each displaced cell in turn: views that read another
     calculator's results (``O3OnlyView``) then cost nothing."""
+    require_crystal(atoms, "phonons")
+    check_calculators(calculators)
+    supercell = check_supercell(supercell)
+    displacement = check_number(
+        "displacement", displacement, fix="a finite-difference step in Å, e.g. 0.005"
+    )
     displaced = _phonopy(atoms, supercell, displacement).supercells_with_displacements
     forces = {name: [] for name in calculators}
     for cell in displaced:
@@ -147,6 +153,9 @@ def phonon_report(
     standard path (``band``), plus the path (``path``).
     """
     require_crystal(atoms, "phonons")
+    check_calculators(calculators)
+    check_number("degenerate_tolerance", degenerate_tolerance, fix="THz, e.g. 0.01")
+    check_count("band_points", band_points, low=2)
     points, lines = special_qpoints(atoms)
     names = list(points)
     q_all = [points[name] for name in names] + [q for line in lines.values() for q in line]

@@ -12,7 +12,13 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from ._common import require_crystal, spacegroups
+from ._common import (
+    check_calculators,
+    check_count,
+    check_number,
+    require_crystal,
+    spacegroups,
+)
 
 __all__ = ["refined", "relax", "relax_report"]
 
@@ -23,6 +29,13 @@ def relax(calculator, atoms: Atoms, *, fmax: float = 1e-3, steps: int = 300, opt
     from ase.filters import FrechetCellFilter
 
     require_crystal(atoms, "relax")
+    fmax = check_number("fmax", fmax, fix="eV/Å, e.g. 1e-3")
+    steps = check_count("steps", steps)
+    if not isinstance(optimizer, str) or not hasattr(ase.optimize, optimizer):
+        raise ValueError(
+            f"optimizer must name an optimizer of ase.optimize (BFGS, FIRE, LBFGS, ...), "
+            f"got {optimizer!r}"
+        )
     work = atoms.copy()
     work.calc = calculator
     opt = getattr(ase.optimize, optimizer)(FrechetCellFilter(work), logfile=None)
@@ -70,6 +83,7 @@ def relax_report(
     relaxed ``Atoms``.
     """
     starts = starts or {}
+    check_calculators(calculators)
     require_crystal(atoms, "relax")
     report = {
         "initial": {
