@@ -125,7 +125,16 @@ def _load_structure(path):
     except FileNotFoundError as error:
         raise CommandError(f"structure file '{path}' does not exist") from error
     except Exception as error:
-        raise CommandError(f"cannot read structure '{path}': {error}") from error
+        from ase.io.formats import UnknownFileTypeError
+
+        if isinstance(error, UnknownFileTypeError):
+            reason = (
+                f"ASE cannot tell its format from its name or content ({error}); "
+                "give a structure file ASE reads (.extxyz, .cif, POSCAR, .xyz, ...)"
+            )
+        else:
+            reason = " ".join(str(error).split()) or type(error).__name__
+        raise CommandError(f"cannot read structure '{path}': {reason}") from error
     from ._checks import check_structure
 
     check_structure(atoms, f"structure '{path}'")
