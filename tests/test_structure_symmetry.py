@@ -224,14 +224,17 @@ def test_operations_found_once_per_structure(monkeypatch):
     assert atoms.calc.results["symmetry_group"] == "P1 (1)"
 
 
-def test_snapshot_needs_no_spglib(monkeypatch):
+@pytest.mark.parametrize("repeat", [3, 5, 7, 10], ids=["108", "500", "1372", "4000"])
+def test_snapshot_needs_no_spglib(monkeypatch, repeat):
+    """Rattled snapshots of every size are told asymmetric by the fingerprints alone
+    (issue 28: 500-atom snapshots had fingerprint coincidences and fell back to spglib)."""
     import spglib
 
     def refuse(*args, **kwargs):
         raise AssertionError("spglib was called on a structure without symmetry")
 
     monkeypatch.setattr(spglib, "get_symmetry_dataset", refuse)
-    atoms = _fcc().repeat(3)
+    atoms = _fcc().repeat(repeat)
     atoms.rattle(0.05, seed=3)
     symmetry = find_symmetry(atoms)
     assert symmetry.is_trivial and symmetry.group == "P1 (1)"
