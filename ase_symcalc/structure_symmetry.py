@@ -54,6 +54,13 @@ class StructureSymmetry:
     ``permutations`` (G, N): ``pi_g``, atom ``i`` is sent onto atom
     ``permutations[g, i]``; ``group``: a name ("Fm-3m (225)", "p-3m1 (layer
     72)", "Ih", "P1"); ``kind``: "space group", "layer group" or "point group".
+
+    A supercell's group holds every lattice translation of its primitive
+    cell, ``T``, and ``|G| = |P| |T|`` grows with the atoms: then
+    ``translation_orbits`` (N,) names each atom's orbit under ``T`` (its site
+    in the primitive cell) and ``rotations`` / ``permutations`` hold one
+    operation per coset of ``T`` only, so that storage and projections stay
+    linear in the atoms; ``translations`` is ``|T|`` (1 otherwise).
     """
 
     rotations: np.ndarray
@@ -61,14 +68,29 @@ class StructureSymmetry:
     group: str
     kind: str
     tolerance: float
+    translation_orbits: np.ndarray | None = None
+    translations: int = 1
 
     def __len__(self) -> int:
-        return len(self.rotations)
+        """The order of the group (cosets times translations)."""
+        return len(self.rotations) * self.translations
 
     @property
     def is_trivial(self) -> bool:
         """Only the identity: projecting changes nothing."""
-        return len(self.rotations) == 1
+        return len(self) == 1
+
+
+def _orbit_average(values: np.ndarray, symmetry: StructureSymmetry) -> np.ndarray:
+    """Per-atom ``values`` averaged over each atom's orbit under the translations:
+    the average over ``T``, which acts on per-atom values by permutation only."""
+    orbits = symmetry.translation_orbits
+    if orbits is None:
+        return values
+    count = np.bincount(orbits)
+    flat = values.reshape(len(values), -1)
+    sums = np.stack([np.bincount(orbits, weights=column) for column in flat.T], axis=1)
+    return (sums / count[:, None])[orbits].reshape(values.shape)
 
 
 def symmetrize_forces(forces: np.ndarray, symmetry: StructureSymmetry) -> np.ndarray:
@@ -76,10 +98,11 @@ def symmetrize_forces(forces: np.ndarray, symmetry: StructureSymmetry) -> np.nda
     forces = np.asarray(forces, dtype=np.float64)
     if symmetry.is_trivial:
         return forces.copy()
+    forces = _orbit_average(forces, symmetry)
     result = np.zeros_like(forces)
     for q, perm in zip(symmetry.rotations, symmetry.permutations, strict=True):
         result[perm] += forces @ q.T
-    return result / len(symmetry)
+    return result / len(symmetry.rotations)
 
 
 def symmetrize_stress(stress: np.ndarray, symmetry: StructureSymmetry) -> np.ndarray:
@@ -96,10 +119,11 @@ def symmetrize_per_atom(values: np.ndarray, symmetry: StructureSymmetry) -> np.n
     values = np.asarray(values, dtype=np.float64)
     if symmetry.is_trivial:
         return values.copy()
+    values = _orbit_average(values, symmetry)
     result = np.zeros_like(values)
     for perm in symmetry.permutations:
         result[perm] += values
-    return result / len(symmetry)
+    return result / len(symmetry.permutations)
 
 
 # -- finding the operations ------------------------------------------------
@@ -247,6 +271,12 @@ def _lattice_group(numbers, positions, cell, pbc, tolerance) -> StructureSymmetr
         name = f"{dataset.international} ({dataset.number})"
     rotations = np.asarray(dataset.rotations, dtype=np.float64)
     translations = np.asarray(dataset.translations, dtype=np.float64)
+    orbits, n_translations = None, 1
+    if n_periodic == 3 and FACTORIZE_TRANSLATIONS:
+        orbits, keep = _translation_cosets(rotations, dataset.primitive_sites, numbers)
+        if orbits is not None:
+            n_translations = len(rotations) // len(keep)
+            rotations, translations = rotations[keep], translations[keep]
     images = _images(scaled, rotations, translations, pbc)
     permutations = _lattice_atom_maps(scaled, images)
     _check_maps(
@@ -260,7 +290,43 @@ def _lattice_group(numbers, positions, cell, pbc, tolerance) -> StructureSymmetr
         group=name,
         kind=_kind(n_periodic),
         tolerance=tolerance,
+        translation_orbits=orbits,
+        translations=n_translations,
     )
+
+
+#: store a supercell's group as cosets of its translations (linear in the atoms);
+#: False keeps every operation (the tests compare the two)
+FACTORIZE_TRANSLATIONS = True
+
+
+def _translation_cosets(rotations, sites, numbers):
+    """The orbits of the atoms under the group's pure translations (``sites``: the
+    library's map of each atom onto the primitive cell), and one operation per
+    distinct rotation, a representative of each coset of the translations;
+    ``(None, None)`` when the group has no translation but the identity or the
+    map is not consistent (then every operation is kept).
+    """
+    identity = np.all(np.isclose(rotations, np.eye(3)), axis=(1, 2))
+    n_translations = int(identity.sum())
+    if n_translations < 2 or sites is None:
+        return None, None
+    _, orbits, counts = np.unique(np.asarray(sites), return_inverse=True, return_counts=True)
+    if not np.all(counts == n_translations):
+        return None, None
+    species = np.zeros(len(counts), dtype=np.asarray(numbers).dtype)
+    species[orbits] = numbers
+    if not np.all(species[orbits] == numbers):
+        return None, None
+    keep, seen = [], set()
+    for index, rotation in enumerate(np.rint(rotations).astype(np.int64)):
+        key = rotation.tobytes()
+        if key not in seen:
+            seen.add(key)
+            keep.append(index)
+    if len(keep) * n_translations != len(rotations):
+        return None, None
+    return orbits, np.array(keep)
 
 
 @dataclass(frozen=True)
@@ -269,6 +335,8 @@ class _SpaceGroup:
     number: int
     rotations: np.ndarray
     translations: np.ndarray
+    #: each atom's site in the primitive cell: its orbit under the pure translations
+    primitive_sites: np.ndarray | None = None
 
 
 def _space_group(lattice, scaled, numbers, tolerance) -> _SpaceGroup | None:
@@ -294,6 +362,7 @@ def _space_group(lattice, scaled, numbers, tolerance) -> _SpaceGroup | None:
             int(dataset.number),
             np.asarray(operations.rotations, dtype=np.float64),
             np.asarray(operations.translations, dtype=np.float64),
+            np.asarray(dataset.mapping_std_prim),
         )
     import spglib
 
@@ -302,7 +371,11 @@ def _space_group(lattice, scaled, numbers, tolerance) -> _SpaceGroup | None:
     if dataset is None:
         return None
     return _SpaceGroup(
-        dataset.international, int(dataset.number), dataset.rotations, dataset.translations
+        dataset.international,
+        int(dataset.number),
+        dataset.rotations,
+        dataset.translations,
+        np.asarray(dataset.mapping_to_primitive),
     )
 
 

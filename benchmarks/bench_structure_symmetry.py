@@ -1,6 +1,7 @@
 """What averaging over the structure's own symmetry costs.
 
     python benchmarks/bench_structure_symmetry.py [--repeats 5] [--rule group:I]
+    python benchmarks/bench_structure_symmetry.py --scaling [--repeats 3]
 
 On a 108-atom copper MD snapshot (EMT Langevin at 900 K, no symmetry) and
 on structures that have symmetry, times (medians of ``--repeats``):
@@ -68,11 +69,130 @@ def median_time(function, repeats):
     return statistics.median(times)
 
 
+def scaling(repeats: int, sizes=(3, 5, 7, 10, 14), defect_limit: int = 4000) -> dict:
+    """Cost against size: one raw call of the shipped model, and the symmetry search
+    plus one projection of forces and stress, for a rattled cell, a vacancy cell
+    and a perfect supercell (the last two up to ``defect_limit`` atoms)."""
+    from ase.build import bulk
+
+    from ase_symcalc.models import pretrained
+    from ase_symcalc.structure_symmetry import (
+        find_symmetry,
+        symmetrize_forces,
+        symmetrize_stress,
+    )
+
+    rows = []
+    raw_calc = pretrained()
+    rng = np.random.default_rng(0)
+    for repeat in sizes:
+        perfect = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(repeat)
+        rattled = perfect.copy()
+        rattled.rattle(0.05, seed=1)
+        vacancy = perfect.copy()
+        del vacancy[0]
+        row = {"atoms": len(perfect)}
+        copy = rattled.copy()
+        copy.calc = raw_calc
+        copy.get_forces()  # warm-up at this size
+
+        def raw_call(copy=copy):
+            copy.positions += rng.normal(scale=1e-4, size=copy.positions.shape)
+            copy.get_forces()
+
+        row["raw_call_s"] = median_time(raw_call, repeats)
+        row["rattled_search_s"] = median_time(lambda s=rattled: find_symmetry(s), repeats)
+        for label, structure in (("vacancy", vacancy), ("perfect", perfect)):
+            if len(structure) > defect_limit:
+                continue
+            start = time.perf_counter()
+            symmetry = find_symmetry(structure)
+            row[f"{label}_search_s"] = time.perf_counter() - start
+            row[f"{label}_operations"] = len(symmetry)
+            forces = rng.normal(size=(len(structure), 3))
+            stress = rng.normal(size=(3, 3))
+            row[f"{label}_projection_s"] = median_time(
+                lambda s=symmetry, f=forces, t=stress: (
+                    symmetrize_forces(f, s),
+                    symmetrize_stress(t, s),
+                ),
+                repeats,
+            )
+        rows.append(row)
+        print(
+            f"{row['atoms']:6d} atoms  raw {row['raw_call_s']:7.3f} s  rattled search "
+            f"{row['rattled_search_s']:7.3f} s ({row['rattled_search_s'] / row['raw_call_s']:.3f} "
+            "raw)"
+            + "".join(
+                f"  {label} search {row[f'{label}_search_s']:7.3f} s "
+                f"({row[f'{label}_search_s'] / row['raw_call_s']:.2f} raw, "
+                f"{row[f'{label}_operations']} ops), projection "
+                f"{row[f'{label}_projection_s'] / row['raw_call_s']:.4f} raw"
+                for label in ("vacancy", "perfect")
+                if f"{label}_search_s" in row
+            ),
+            flush=True,
+        )
+    slopes = {}
+    for key in ("raw_call_s", "rattled_search_s", "vacancy_search_s", "perfect_search_s"):
+        points = [(row["atoms"], row[key]) for row in rows if key in row]
+        if len(points) >= 2:
+            x, y = np.log(np.array(points).T)
+            slopes[key] = float(np.polyfit(x, y, 1)[0])
+    print("log-log slopes: " + ", ".join(f"{k} {v:.2f}" for k, v in slopes.items()))
+    _plot_scaling(rows, slopes, ROOT / "docs" / "figures" / "structure_symmetry_scaling.png")
+    return {"rows": rows, "slopes": slopes}
+
+
+def _plot_scaling(rows, slopes, output) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.2, 4.2))
+    labels = {
+        "raw_call_s": "one raw call (shipped PET)",
+        "rattled_search_s": "search, rattled cell",
+        "vacancy_search_s": "search + maps, vacancy cell",
+        "perfect_search_s": "search + maps, perfect supercell",
+        "vacancy_projection_s": "projection per call, vacancy",
+        "perfect_projection_s": "projection per call, perfect",
+    }
+    for key, label in labels.items():
+        points = [(row["atoms"], row[key]) for row in rows if key in row]
+        if not points:
+            continue
+        x, y = np.array(points).T
+        slope = f" (slope {slopes[key]:.2f})" if key in slopes else ""
+        style = "--" if "projection" in key else "-"
+        ax.loglog(x, y, style, marker="o", label=label + slope)
+    ax.set_xlabel("atoms")
+    ax.set_ylabel("seconds (2 CPU cores)")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(output, dpi=130)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rule", default="group:I")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="cost against size, 108 to 10,976 atoms (writes structure_symmetry_scaling.json "
+        "and docs/figures/structure_symmetry_scaling.png)",
+    )
     args = parser.parse_args(argv)
+    if args.scaling:
+        result = scaling(args.repeats)
+        out = ROOT / "benchmarks" / "results" / "structure_symmetry_scaling.json"
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {out}")
+        return 0
 
     from ase_symcalc import SymmetrizedCalculator
     from ase_symcalc.models import pretrained

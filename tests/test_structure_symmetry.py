@@ -357,3 +357,35 @@ def test_moyopy_and_spglib_give_the_same_group_and_projections(build, monkeypatc
     np.testing.assert_allclose(
         symmetrize_stress(stress, with_moyopy), symmetrize_stress(stress, with_spglib), atol=1e-10
     )
+
+
+@pytest.mark.parametrize(
+    "build, repeat",
+    [(_fcc, 2), (_hcp, (2, 2, 1)), (_bcc, 3), (_fcc_defect, (1, 1, 2))],
+    ids=["fcc-2x2x2", "hcp-2x2x1", "bcc-3x3x3", "defect-1x1x2"],
+)
+def test_supercell_groups_as_translation_cosets_project_as_the_whole_group(
+    build, repeat, monkeypatch
+):
+    """A supercell's group stored as cosets of its translations (linear in the atoms)
+    projects forces, stress and per-atom values exactly as every operation does."""
+    import ase_symcalc.structure_symmetry as module
+
+    atoms = build().repeat(repeat)
+    rng = np.random.default_rng(5)
+    forces, energies = rng.normal(size=(len(atoms), 3)), rng.normal(size=len(atoms))
+    stress = rng.normal(size=(3, 3))
+    stress = stress + stress.T
+    cosets = find_symmetry(atoms)
+    assert cosets.translations > 1 and cosets.translation_orbits is not None
+    assert len(cosets.rotations) * cosets.translations == len(cosets)
+    monkeypatch.setattr(module, "FACTORIZE_TRANSLATIONS", False)
+    whole = find_symmetry(atoms)
+    assert whole.translations == 1 and len(whole.rotations) == len(cosets)
+    assert whole.group == cosets.group
+    for project, values in (
+        (symmetrize_forces, forces),
+        (symmetrize_stress, stress),
+        (symmetrize_per_atom, energies),
+    ):
+        np.testing.assert_allclose(project(values, cosets), project(values, whole), atol=1e-12)
