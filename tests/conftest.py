@@ -7,7 +7,36 @@ from ase.calculators.calculator import Calculator, all_changes
 
 # no test waits for a network: named models are looked for locally only (the tests
 # of the download path unset this and disable sockets themselves)
-os.environ.setdefault("ASE_SYMCALC_OFFLINE", "1")
+os.environ["ASE_SYMCALC_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_model_caches(tmp_path_factory, monkeypatch):
+    """Every cache a named model is looked for in is an empty folder, so no test
+    depends on what this machine has downloaded (the wheels' files still count)."""
+    root = tmp_path_factory.getbasetemp() / "model-caches"
+    monkeypatch.setenv("ASE_SYMCALC_MODEL_DIR", str(root / "ase-symcalc"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(root / "hf"))
+    monkeypatch.setenv("CACHED_PATH_CACHE_ROOT", str(root / "cached_path"))
+    monkeypatch.setattr(
+        "ase_symcalc.models.named._hugging_face_cache", lambda: root / "hf", raising=True
+    )
+    try:  # orb-models' downloads (cached_path reads its directory at import time)
+        import cached_path.util
+
+        monkeypatch.setattr(cached_path.util, "get_cache_dir", lambda: root / "cached_path")
+    except ImportError:
+        pass
+    import ase_symcalc.models.named as named
+
+    original = named._upstream_file
+
+    def upstream(model):
+        if model.architecture == "mace":
+            return named._glob_newest(root / "mace", model.file)
+        return original(model)
+
+    monkeypatch.setattr(named, "_upstream_file", upstream)
 
 
 def thermalize(atoms, temperature_K, seed=0):

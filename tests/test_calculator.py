@@ -274,3 +274,40 @@ def test_empty_atoms_and_bad_options_are_refused():
         SymmetrizedCalculator(42)
     with pytest.raises(ValueError, match="sum to 1"):
         SymmetrizedCalculator(EMT(), quadrature=O3Quadrature(np.eye(3)[None], np.array([0.5])))
+
+
+class _CountingCalculator(Calculator):
+    """EMT that computes only what it is asked for and counts its runs."""
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self):
+        super().__init__()
+        self.runs = 0
+        self.emt = EMT()
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.runs += 1
+        self.emt.calculate(self.atoms, ["energy", "forces", "stress"], all_changes)
+        for name in properties:  # only what was asked
+            key = "energy" if name == "free_energy" else name
+            self.results[name] = self.emt.results[key]
+
+
+def test_the_base_runs_once_per_copy_and_never_returns_a_stale_result(cu4):
+    base = _CountingCalculator()
+    calc = SymmetrizedCalculator(base, quadrature="group:T", inversion=False)
+    cu4.calc = calc
+    cu4.get_forces()
+    cu4.get_stress()
+    assert base.runs == calc.evaluation_count == 13  # 12 rotations and the raw copy
+    # with the identity rule the copy equals the base's last structure: a change the
+    # base cannot see (atoms.info) must still give a fresh run
+    single = SymmetrizedCalculator(base, quadrature="identity", raw=False)
+    cu4.calc = single
+    cu4.get_potential_energy()
+    runs = base.runs
+    cu4.info["charge"] = 1
+    cu4.get_potential_energy()
+    assert base.runs == runs + 1

@@ -25,6 +25,10 @@ PAGES = sorted(
 )
 
 
+def test_the_pages_hold_examples():
+    assert len(PAGES) >= 5, PAGES
+
+
 def _python_blocks(path: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
 

@@ -106,6 +106,43 @@ def test_download_lands_in_the_model_directory(model_dir, tmp_path, monkeypatch)
     assert named.resolve("mace-mpa-0") == path
 
 
+def test_truncated_download_is_never_installed(model_dir, monkeypatch):
+    """A response that ends before its Content-Length: nothing lands in the directory."""
+    import io
+    import urllib.request
+
+    class Short(io.BytesIO):
+        headers = {"Content-Length": "5000"}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: Short(b"x" * 100))
+    monkeypatch.setattr(named, "_reachable", lambda url, timeout=None: True)
+    monkeypatch.setattr(named, "_upstream_file", lambda model: None)
+    with pytest.raises(named.MissingModelError, match="stopped after 100 of 5000 bytes"):
+        named.resolve("mace-mpa-0")
+    assert not model_dir.exists() or not any(model_dir.iterdir())
+
+
+def test_a_slow_name_lookup_is_cut_at_the_timeout(monkeypatch):
+    """Name lookup is not bounded by the socket timeout: the check still answers in time."""
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    start = time.perf_counter()
+    assert not named._reachable("https://example.org/x", timeout=0.5)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_a_misspelt_name_gets_the_closest_ones():
+    from ase_symcalc import SymmetrizedCalculator
+
+    with pytest.raises(FileNotFoundError, match="did you mean 'orb-v3-direct-20-omat'"):
+        SymmetrizedCalculator("orb-v3-direct-20-omatt")
+
+
 def test_failed_download_leaves_nothing(model_dir, tmp_path, monkeypatch):
     model = named.named_models()["mace-mpa-0"]
     missing = (tmp_path / "not-there.bin").as_uri()
@@ -198,6 +235,15 @@ def test_orb_conservative_from_a_file_is_told_apart_and_conservative(model_dir):
     path = _orb_checkpoint(model_dir, "orb-v3-conservative-inf-omat", conservative=True, seed=4)
     model = load_architecture("orb", path, dtype=torch.float64)
     assert model.conservative
+    # by name, the neighbour limit comes from the registry, not from the file's name
+    by_name = named.load("orb-v3-conservative-inf-omat")
+    assert by_name.conservative and by_name.atoms_adapter.max_num_neighbors == 120
+    renamed = model_dir / "0123abcd.ckpt"  # as orb-models' cache names its downloads
+    path.rename(renamed)
+    assert (
+        load_architecture("orb", renamed, max_num_neighbors=120).atoms_adapter.max_num_neighbors
+        == 120
+    )
     from ase_symcalc import SymmetrizedCalculator
 
     atoms = _cu(seed=1)

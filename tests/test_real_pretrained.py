@@ -67,11 +67,23 @@ def test_chgnet_by_name_equals_its_own_calculator(chgnet):
     assert named.local_file("chgnet")[1] == "upstream"  # the file in chgnet's wheel
     atoms.calc = SymmetrizedCalculator("chgnet", quadrature="identity", raw=False)
     np.testing.assert_allclose(atoms.get_forces(), own, atol=1e-6)
-    # per-atom energies are asked for only on request: CHGNet computes them only
-    # when built with return_site_energies, and says so in one error
-    from ase.calculators.calculator import PropertyNotImplementedError
+    # the named model asks CHGNet for its site energies (the same forward pass)
+    energies = atoms.get_potential_energies()
+    assert energies.shape == (len(atoms),)
+    assert energies.sum() == pytest.approx(atoms.get_potential_energy(), abs=1e-4)
 
-    with pytest.raises(PropertyNotImplementedError, match="energies"):
+
+def test_a_calculator_without_site_energies_says_how_to_get_them():
+    """CHGNet built without return_site_energies lists per-atom energies but does
+    not compute them: one error that names the option."""
+    pytest.importorskip("chgnet")
+    from ase.calculators.calculator import PropertyNotImplementedError
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    atoms = STRUCTURES["bulk"].copy()
+    atoms.calc = SymmetrizedCalculator(CHGNetCalculator(use_device="cpu"), quadrature="identity")
+    atoms.get_forces()  # energy, forces and stress: fine
+    with pytest.raises(PropertyNotImplementedError, match="return_site_energies=True"):
         atoms.get_potential_energies()
 
 

@@ -61,6 +61,8 @@ def make_evaluator(base, *, batch_size=None, forces=None, variant=None) -> Evalu
         base = load_architecture(*spec)
     elif named.is_named(base) and not os.path.exists(base):  # "orb-v3-direct-20-omat", ...
         base = named.load(base)
+    elif isinstance(base, str) and not os.path.exists(base):
+        _refuse_unknown_name(base)
     if is_torchsim_model(base):
         return TorchSimEvaluator(base, batch_size=batch_size)
     if _is_metatomic(base):
@@ -68,3 +70,22 @@ def make_evaluator(base, *, batch_size=None, forces=None, variant=None) -> Evalu
 
         return MetatomicEvaluator(base, batch_size=batch_size, forces=forces, variant=variant)
     return ASECalculatorEvaluator(base)
+
+
+def _refuse_unknown_name(name: str) -> None:
+    """A string that is neither a file, a shipped model nor a pretrained name, and
+    looks like a name (no folder, no .pt): one error with the closest names."""
+    import difflib
+
+    from ..models import list_pretrained, named
+
+    if os.sep in name or name.endswith(".pt") or name in list_pretrained():
+        return
+    known = list(list_pretrained()) + list(named.named_models())
+    close = difflib.get_close_matches(name.lower(), known, n=3)
+    hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+    raise FileNotFoundError(
+        f"model {name!r} does not exist; give an ASE calculator, a shipped or pretrained "
+        f"name{hint} (`ase-symcalc models` lists them), a metatomic .pt file, or ARCH:FILE "
+        "(orb:FILE, mace:FILE, ...)"
+    )

@@ -6,7 +6,13 @@ from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import BaseCalculator, PropertyNotImplementedError
+from ase.calculators.calculator import (
+    BaseCalculator,
+    Calculator,
+    PropertyNotImplementedError,
+    PropertyNotPresent,
+    all_changes,
+)
 
 from ..transforms import apply_to_cell, apply_to_positions, voigt_to_matrix
 from ._base import StackedOutputs
@@ -15,23 +21,32 @@ __all__ = ["ASECalculatorEvaluator", "get_properties", "rotated_atoms"]
 
 
 def get_properties(calculator: BaseCalculator, properties, atoms: Atoms) -> dict:
-    """``properties`` of ``atoms`` through the calculator's public ``get_property``.
+    """All ``properties`` of ``atoms`` from one run of the calculator, fresh.
 
-    ``get_property`` compares ``atoms`` with the calculator's cached state,
-    drops stale results and runs ``calculate`` when a property is missing;
-    the other properties of the same call come from its cache (the model runs
-    once for calculators that compute energy, forces and stress together, as
-    ASE's and the MLIPs' do). Nothing private of the calculator is touched.
+    For an ASE ``Calculator``: ``reset()`` (no result of an earlier copy can
+    come back, whatever its ``check_state`` compares), then one ``calculate``
+    with every property asked for, the call ASE's own ``get_property`` makes
+    (a calculator that computes only what it is asked runs once, not once per
+    property). Other ``BaseCalculator`` objects: ``get_property`` each. Only the
+    calculator contract's public methods are used.
     """
-    values = {}
-    for name in properties:
-        try:
-            values[name] = calculator.get_property(name, atoms)
-        except PropertyNotImplementedError as error:
-            raise PropertyNotImplementedError(
-                f"{type(calculator).__name__} did not compute {name!r} ({error})"
-            ) from error
-    return values
+    properties = list(properties)
+    try:
+        if isinstance(calculator, Calculator):
+            calculator.reset()
+            calculator.calculate(atoms, properties, all_changes)
+            missing = [name for name in properties if name not in calculator.results]
+            if missing:
+                raise PropertyNotPresent(", ".join(missing))
+            return {name: calculator.results[name] for name in properties}
+        return {name: calculator.get_property(name, atoms) for name in properties}
+    except (PropertyNotImplementedError, PropertyNotPresent) as error:
+        missing = [name for name in properties if name not in getattr(calculator, "results", {})]
+        raise PropertyNotImplementedError(
+            f"{type(calculator).__name__} did not compute {', '.join(map(repr, missing))} "
+            f"({error}); if it computes them only when configured to, configure it so "
+            "(e.g. CHGNetCalculator(return_site_energies=True) for per-atom energies)"
+        ) from error
 
 
 def rotated_atoms(atoms: Atoms, g: np.ndarray) -> Atoms:
@@ -59,8 +74,8 @@ def rotated_atoms(atoms: Atoms, g: np.ndarray) -> Atoms:
 class ASECalculatorEvaluator:
     """Evaluates any ASE calculator on rotated copies, one copy at a time.
 
-    The base calculator is called through its public ``get_property``; its
-    cache is bypassed naturally because every copy has new positions.
+    The base calculator runs once per copy through its public API
+    (``get_properties`` here: ``reset`` and ``calculate_properties``).
     ``batch_size`` has no meaning here (ASE calculators take one structure).
     Per-atom ``energies`` are asked for only when the caller asks for them:
     many calculators list them but compute them only when configured to

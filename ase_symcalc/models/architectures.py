@@ -62,7 +62,7 @@ def is_architecture_spec(spec) -> bool:
     return split_spec(spec) is not None
 
 
-def load_architecture(arch: str, path, *, device=None, dtype=None):
+def load_architecture(arch: str, path, *, device=None, dtype=None, **options):
     """The model in ``path`` built with ``arch``'s package.
 
     A torch-sim ``ModelInterface`` (orb, mace, metatomic, sevennet, fairchem),
@@ -84,7 +84,7 @@ def load_architecture(arch: str, path, *, device=None, dtype=None):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     loader = _LOADERS[arch]
     try:
-        return loader(path, torch.device(device), dtype)
+        return loader(path, torch.device(device), dtype, **options)
     except ImportError as error:
         raise ImportError(
             f"the {arch} architecture needs its package: pip install '{ARCHITECTURES[arch]}' "
@@ -104,7 +104,7 @@ def orb_is_conservative(state: dict) -> bool:
     )
 
 
-def _orb(path: Path, device, dtype):
+def _orb(path: Path, device, dtype, max_num_neighbors=None):
     import torch
     from orb_models.forcefield.forcefield_adapter import ForcefieldAtomsAdapter
     from orb_models.forcefield.pretrained import (
@@ -113,7 +113,7 @@ def _orb(path: Path, device, dtype):
     )
     from torch_sim.models.orb import OrbModel
 
-    neighbours = 120 if "inf" in path.name.lower() else 20
+    neighbours = max_num_neighbors or (120 if "inf" in path.name.lower() else 20)
     state = torch.load(path, map_location=device, weights_only=True)
     if orb_is_conservative(state):
         model = orb_v3_conservative_architecture(device=device)
@@ -171,7 +171,8 @@ def _chgnet(path: Path, device, dtype):
     # commands write their tables
     with contextlib.redirect_stdout(io.StringIO()):
         model = CHGNet.from_file(str(path))
-        return CHGNetCalculator(model=model, use_device=str(device))
+        # per-atom energies come from the same forward pass: ask for them
+        return CHGNetCalculator(model=model, use_device=str(device), return_site_energies=True)
 
 
 def _mattersim(path: Path, device, dtype):

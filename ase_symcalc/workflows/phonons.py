@@ -95,6 +95,15 @@ def _frequencies(calculators: dict, atoms, qpoints, *, supercell, displacement, 
     displacement = check_number(
         "displacement", displacement, fix="a finite-difference step in Å, e.g. 0.005"
     )
+    try:
+        qpoints = np.asarray(qpoints, dtype=np.float64).reshape(-1, 3)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            "qpoints must be q-points in the cell's reciprocal basis, shape (K, 3), e.g. "
+            "[[0, 0, 0], [0.5, 0.5, 0.5]]"
+        ) from error
+    if not np.isfinite(qpoints).all():
+        raise ValueError("qpoints must be finite")
     displaced = _phonopy(atoms, supercell, displacement).supercells_with_displacements
     forces = {name: [] for name in calculators}
     for cell in displaced:
@@ -154,7 +163,7 @@ def phonon_report(
     """
     require_crystal(atoms, "phonons")
     check_calculators(calculators)
-    check_number("degenerate_tolerance", degenerate_tolerance, fix="THz, e.g. 0.01")
+    degenerate_tolerance = check_number("degenerate_tolerance", degenerate_tolerance, fix="THz")
     check_count("band_points", band_points, low=2)
     points, lines = special_qpoints(atoms)
     names = list(points)

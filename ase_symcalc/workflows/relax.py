@@ -31,7 +31,10 @@ def relax(calculator, atoms: Atoms, *, fmax: float = 1e-3, steps: int = 300, opt
     require_crystal(atoms, "relax")
     fmax = check_number("fmax", fmax, fix="eV/Å, e.g. 1e-3")
     steps = check_count("steps", steps)
-    if not isinstance(optimizer, str) or not hasattr(ase.optimize, optimizer):
+    from ase.optimize.optimize import Optimizer
+
+    chosen = getattr(ase.optimize, optimizer, None) if isinstance(optimizer, str) else None
+    if not (isinstance(chosen, type) and issubclass(chosen, Optimizer)):
         raise ValueError(
             f"optimizer must name an optimizer of ase.optimize (BFGS, FIRE, LBFGS, ...), "
             f"got {optimizer!r}"
