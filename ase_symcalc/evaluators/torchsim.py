@@ -9,6 +9,7 @@ back in the rotated frame, as float64 numpy, for the shared averaging code.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -66,9 +67,12 @@ class TorchSimEvaluator:
         if model.compute_stress:
             self.implemented_properties.append("stress")
 
+    @functools.cached_property
     def known_elements(self) -> set[int] | None:
         """The atomic numbers the wrapped model was built for, where it says
-        (MACE's ``atomic_numbers``); None otherwise (Orb: every element)."""
+        (MACE's ``atomic_numbers``); None otherwise (Orb: every element). Read
+        once: a model's elements do not change, and reading a GPU buffer at
+        every MD step would sync with the host."""
         inner = getattr(self.model, "model", None)
         numbers = getattr(inner, "atomic_numbers", None)
         if numbers is None or not hasattr(numbers, "tolist"):
@@ -87,7 +91,7 @@ class TorchSimEvaluator:
         from .._torchsim_copies import copies_of_atoms, run_model
 
         n_copies, n_atoms = len(matrices), len(atoms)
-        check_elements(atoms, self.known_elements(), self.name)
+        check_elements(atoms, self.known_elements, self.name)
         state, _ = copies_of_atoms(atoms, matrices, self.model.device, self.model.dtype)
         try:
             outputs = run_model(self.model, state, self.batch_size)
