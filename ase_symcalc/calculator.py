@@ -14,7 +14,7 @@ from ase.calculators.calculator import (
 
 from ._warnings import EquivarianceWarning, warn_user
 from .evaluators import StackedOutputs, check_outputs, check_structure, make_evaluator
-from .metrics import residual_rmse
+from .metrics import pooled_residual
 from .quadrature import O3Quadrature, find_identity, get_quadrature, next_rule
 from .rule_policy import CALM_PROBES, PROBE_INTERVAL, RulePolicy, forces_metric
 from .structure_symmetry import StructureSymmetry, find_symmetry
@@ -57,7 +57,7 @@ class SymmetrizedCalculator(Calculator):
         A spec for ``get_quadrature`` (default ``"group:I"``: 60 rotations, 120
         with inversion, exact to degree 5), an ``O3Quadrature`` (used as is),
         or ``"auto"``: the cheapest rule of ``quadrature.auto_ladder()`` whose
-        estimated forces residual is below ``tolerance`` (see below).
+        forces residual bound is below ``tolerance`` (see below).
     inversion, orientation :
         Passed to ``get_quadrature`` for string specs. The default ``"generic"``
         orientation keeps the rule off the symmetry axes of axis-aligned
@@ -113,14 +113,17 @@ class SymmetrizedCalculator(Calculator):
         the finer rule, once.
     residual :
         Also estimate how far the symmetrized output still is from the exact
-        Haar average: the rule is evaluated a second time in an independent
-        Haar-random orientation ``g_i R0`` and half the mean squared difference
-        of the two averages estimates the squared residual (both averages are
-        unbiased, so ``E|avg_1 - avg_2|^2 = 2 E|avg - Haar|^2``). Adds
+        average: the rule is evaluated again in two independent seeded
+        Haar-random orientations ``g_i Q`` (with ``inversion`` one of them a
+        rotoinversion, so a rule without the inversion coset is measured
+        against mirror images too), and the pairs of the three averages give
+        the squared residual (each average is unbiased, so
+        ``E|avg_a - avg_b|^2 = 2 E|avg - exact|^2``). Adds
         ``energy_residual`` (eV), ``forces_residual`` (eV/Å, RMS per
-        component) and ``stress_residual`` (eV/Å^3); costs one extra pass over
-        the rule. For a rule without inversion the reference is the average
-        over proper rotations (what rotation tests probe).
+        component), ``stress_residual`` (eV/Å^3) and
+        ``forces_residual_bound`` (``rule_policy.RESIDUAL_BOUND_FACTOR`` = 3
+        times ``forces_residual``: see ``tolerance``); costs two extra passes
+        over the rule.
     probe_interval, probe_orientations, calm_probes :
         ``mode="random"``: calls between probes (default 10; 0: only when
         ``probe()`` is called), random orientations per probe (default 1),
@@ -130,20 +133,25 @@ class SymmetrizedCalculator(Calculator):
     tolerance, recheck :
         ``mode="random"``: the forces equivariance error (eV/Å) above which
         the run escalates (see ``mode``). Otherwise ``quadrature="auto"``
-        only: ``tolerance`` (eV/Å, default 1e-3) bounds
-        the estimated forces residual (the energy residual per atom, eV, for
-        models without forces) with a margin: a rule is kept when its
-        estimate is below ``tolerance / rule_policy.AUTO_MARGIN`` (2), which covers the
-        scatter of one estimate and the sqrt(2) by which two averages (what
-        rotation tests compare) differ more than each from the exact one. On
-        the first structure the ladder is climbed from 12 evaluations up until
-        a rule's residual is below it (a
-        ``ValueError`` names the best residual if none is); every ``recheck``
-        calls (default 100; 0: never) the residual of the rule in use is
-        measured again (one extra pass) and the ladder climbed further, with a
-        warning, when it exceeds the tolerance. ``inversion`` is chosen by the
-        ladder. ``results["quadrature"]`` names the rule in use and the
-        ``*_residual`` keys hold the last measured residual.
+        only: ``tolerance`` (eV/Å, default 1e-3) is a bound on the *rotation
+        error* of the forces: the RMS per component of the difference between
+        the symmetrized forces of the structure and those of a rotated (with
+        ``inversion``: or mirrored) copy, rotated back, which is what rotation
+        tests such as MLIP Arena's and ML-PEG's measure (their MAE is
+        smaller than this RMS). A rule is kept when ``forces_residual_bound``
+        (3 times the residual estimate from two more orientations; models
+        without forces: the energy residual per atom, eV) is at most the
+        tolerance; measured on the shipped model, the worst of ten
+        orientations stayed below it in 99% of cases. On the first structure
+        ``quadrature.auto_ladder()`` (only its rules without inversion when
+        ``inversion=False``, then the target is SO(3)) is climbed from 12
+        evaluations up: a failing rung costs two passes, the kept one three
+        (a ``ValueError`` names the best bound if no rung passes). Every
+        ``recheck`` calls (default 100; 0: never) the rule in use is measured
+        again (two extra passes) and the ladder climbed further, with a
+        warning, when its bound exceeds the tolerance.
+        ``results["quadrature"]`` names the rule in use and the ``*_residual``
+        keys hold the last measured residual.
     structure_symmetry, symmetry_tolerance :
         With ``structure_symmetry=True`` the O(3)-averaged outputs are also
         averaged over the structure's own symmetry operations, found at
@@ -594,36 +602,56 @@ class SymmetrizedCalculator(Calculator):
             )
         return atoms.positions
 
-    def _residual(self, atoms, matrices, weights, wanted, averaged) -> dict:
-        """The residual estimate: the same rule again, in a Haar-random orientation."""
-        rotated = matrices @ self._policy.residual_rotation()
+    def _residual(self, atoms, matrices, weights, wanted, averaged, tolerance=None) -> dict:
+        """The residual estimate: the same rule again in Haar-random orientations."""
         names = [name for name in wanted if name != "energies"]
-        outputs = self._evaluate(atoms, rotated, names)
-        second = self._symmetrize(outputs, rotated, weights, atoms)
-        residual = {"energy_residual": residual_rmse(averaged.energy, second.energy)}
-        if averaged.forces is not None:
-            residual["forces_residual"] = residual_rmse(averaged.forces, second.forces)
-        if averaged.stress is not None:
-            residual["stress_residual"] = residual_rmse(averaged.stress, second.stress)
-        return residual
+
+        def evaluate(rotated, weights):
+            return self._symmetrize(self._evaluate(atoms, rotated, names), rotated, weights, atoms)
+
+        return self._policy.measure(
+            matrices,
+            weights,
+            averaged,
+            evaluate,
+            lambda averages, improper: self._pooled(averages, improper, len(atoms)),
+            tolerance=tolerance,
+        )[1]
+
+    @staticmethod
+    def _pooled(averages, improper, n_atoms) -> tuple[float, dict]:
+        """``(metric, *_residual)`` from one rule's averages in several orientations."""
+        residual = {
+            "energy_residual": pooled_residual([a.energy for a in averages], improper),
+        }
+        if averages[0].forces is not None:
+            residual["forces_residual"] = pooled_residual([a.forces for a in averages], improper)
+        if averages[0].stress is not None:
+            residual["stress_residual"] = pooled_residual([a.stress for a in averages], improper)
+        metric = forces_metric(residual.get("forces_residual"), residual["energy_residual"], n_atoms)
+        return metric, residual
 
     # -- quadrature="auto" --------------------------------------------------
-
-    def _residual_metric(self, residual: dict, n_atoms: int) -> float:
-        return forces_metric(residual.get("forces_residual"), residual["energy_residual"], n_atoms)
 
     def _climb(self, atoms, wanted):
         """quadrature="auto": measure the rule in use, climb while its residual is too large."""
         kept = {"raw": None}
+        names = [name for name in wanted if name != "energies"]
 
-        def measure(rule):
+        def average(rule):
             with_raw = self.parameters.raw and kept["raw"] is None
             averaged, raw = self._average(atoms, rule.matrices, rule.weights, wanted, with_raw)
             kept["raw"] = raw if raw is not None else kept["raw"]
-            residual = self._residual(atoms, rule.matrices, rule.weights, wanted, averaged)
-            return self._residual_metric(residual, len(atoms)), residual, averaged
+            return averaged
 
-        _, residual, averaged = self._policy.climb(measure)
+        def evaluate(rotated, weights):
+            return self._symmetrize(self._evaluate(atoms, rotated, names), rotated, weights, atoms)
+
+        _, residual, averaged = self._policy.climb(
+            average,
+            evaluate,
+            lambda averages, improper: self._pooled(averages, improper, len(atoms)),
+        )
         return averaged, kept["raw"], residual
 
     def _check_convergence(self, atoms: Atoms, averaged) -> None:

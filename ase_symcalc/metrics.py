@@ -24,6 +24,7 @@ __all__ = [
     "block_standard_error",
     "equivariance_rmse",
     "per_atom_rmse",
+    "pooled_residual",
     "residual_rmse",
     "weighted_mean",
     "weighted_variance",
@@ -87,6 +88,33 @@ def residual_rmse(first, second) -> float:
     first = as_float64(first)
     difference = first - as_float64(second, like=first)
     return _scalar(sqrt((difference * difference).mean() / 2.0), first)
+
+
+def pooled_residual(averages, improper):
+    """Residual of a symmetrized output from one rule's averages in several orientations.
+
+    ``averages[k]`` is the rule's average with the rule in orientation ``Q_k``
+    (``averages[0]`` the one returned to the user); ``improper[k]`` says
+    whether ``Q_k`` is a rotoinversion. Every pair gives an estimate like
+    ``residual_rmse``; the pairs whose relative orientation ``Q_i^T Q_j`` is
+    proper and those where it is improper are averaged separately and the two
+    means averaged, so that a rule without inversion is judged on O(3) (half
+    proper, half improper) whatever the mix of orientations. A square is
+    averaged before the root (each pair's square is unbiased). Returns an RMSE
+    per component, a float for numpy and a 0-d tensor for torch input.
+    """
+    if len(averages) < 2 or len(averages) != len(improper):
+        raise ValueError("pooled_residual needs >= 2 averages and one parity flag per average")
+    classes: dict[bool, list] = {False: [], True: []}
+    for i in range(len(averages)):
+        first = as_float64(averages[i])
+        for j in range(i + 1, len(averages)):
+            difference = first - as_float64(averages[j], like=first)
+            classes[bool(improper[i]) != bool(improper[j])].append(
+                (difference * difference).mean() / 2.0
+            )
+    means = [sum(squares) / len(squares) for squares in classes.values() if squares]
+    return _scalar(sqrt(sum(means) / len(means)), as_float64(averages[0]))
 
 
 def block_standard_error(values: np.ndarray, blocks: int = 10) -> float:

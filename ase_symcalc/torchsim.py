@@ -13,8 +13,9 @@ that torch-sim keeps on the state:
 - ``energy_equivariance_error [S]`` (eV), ``forces_equivariance_error [S]``
   (eV/Å, RMS per component), ``stress_equivariance_error [S]`` (eV/Å^3),
 - ``forces_equivariance_error_per_atom [N]`` (eV/Å),
-- with ``residual=True`` (or ``quadrature="auto"``) ``forces_residual [S]``
-  etc.: how far the average still is from the exact Haar average.
+- with ``residual=True`` (or ``quadrature="auto"``) ``forces_residual [S]``,
+  ``forces_residual_bound [S]`` etc.: how far the average still is from the
+  exact Haar average.
 
 The rule policy (fixed rule, ``random-grid``, ``random-single``, ``auto``) is
 ``rule_policy.RulePolicy`` and the averaging ``symmetrize.symmetrize``: the
@@ -39,7 +40,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from ._torchsim_copies import copies_state, run_model
 from ._warnings import EquivarianceWarning, warn_user
 from .evaluators import StackedOutputs
-from .metrics import residual_rmse
+from .metrics import pooled_residual
 from .rule_policy import CALM_PROBES, PROBE_INTERVAL, RulePolicy, forces_metric
 from .symmetrize import estimate_equivariance_errors, symmetrize, with_errors_of
 
@@ -65,8 +66,8 @@ class SymmetrizedModel(ModelInterface):
     quadrature, inversion, orientation, mode, seed, tolerance, recheck :
         The rule and its policy, as in ``SymmetrizedCalculator`` (default
         ``"group:I"`` with inversion: 120 copies per system, exact to degree 5;
-        ``"auto"``: the cheapest rule of the ladder whose forces residual is
-        below ``tolerance`` on the first batch, the worst system deciding).
+        ``"auto"``: the cheapest rule of the ladder whose forces residual bound
+        is below ``tolerance`` on the first batch, the worst system deciding).
     batch_size :
         Copies per inner forward call; None: calls of up to 128 atoms on CPU
         (batching costs there) and 2048 on GPU
@@ -77,9 +78,10 @@ class SymmetrizedModel(ModelInterface):
         Remove the net force of every back-rotated copy (direct-force models
         predict a small spurious one that makes the centre of mass drift).
     residual :
-        Also estimate the residual per system (one more pass over the rule in
-        a Haar-random orientation): ``energy_residual``, ``forces_residual``,
-        ``stress_residual`` [S].
+        Also estimate the residual per system (two more passes over the rule
+        in Haar-random orientations, as in ``SymmetrizedCalculator``):
+        ``energy_residual``, ``forces_residual``, ``stress_residual`` and
+        ``forces_residual_bound`` [S].
     probe_interval, probe_orientations, calm_probes :
         ``mode="random"``, as in ``SymmetrizedCalculator``: one random O(3)
         element per call for the whole batch; every ``probe_interval`` calls
@@ -348,35 +350,46 @@ class SymmetrizedModel(ModelInterface):
                     out[key][index] = value
         return out
 
-    def _residual(self, state, matrices, weights, averaged) -> dict[str, torch.Tensor]:
-        """Per system: the same rule in a Haar-random orientation, half the squared gap."""
-        second = self._average(state, matrices @ self.policy.residual_rotation(), weights)
-        pairs = zip(averaged["energy"], second["energy"], strict=True)
-        residual = {"energy_residual": torch.stack([residual_rmse(a, b) for a, b in pairs])}
-        if "forces" in averaged:
-            per_system = []
-            counts = torch.bincount(state.system_idx, minlength=state.n_systems).tolist()
+    def _residual(self, state, matrices, weights, averaged, tolerance=None):
+        """Per system: the same rule again in Haar-random orientations (``RulePolicy.measure``)."""
+        return self.policy.measure(
+            matrices,
+            weights,
+            averaged,
+            lambda rotated, weights: self._average(state, rotated, weights),
+            lambda averages, improper: self._pooled(state, averages, improper),
+            tolerance=tolerance,
+        )[1]
+
+    def _pooled(self, state, averages, improper) -> tuple[float, dict[str, torch.Tensor]]:
+        """``(worst system's metric, *_residual [S])`` from the averages of several orientations."""
+        energies = torch.stack([a["energy"] for a in averages], dim=1)  # (S, K)
+        residual = {
+            "energy_residual": torch.stack([pooled_residual(list(e), improper) for e in energies])
+        }
+        counts = torch.bincount(state.system_idx, minlength=state.n_systems)
+        if "forces" in averages[0]:
             order = torch.argsort(state.system_idx, stable=True)
-            for atoms in torch.split(order, counts):
-                per_system.append(residual_rmse(averaged["forces"][atoms], second["forces"][atoms]))
+            per_system = []
+            for atoms in torch.split(order, counts.tolist()):
+                per_system.append(pooled_residual([a["forces"][atoms] for a in averages], improper))
             residual["forces_residual"] = torch.stack(per_system)
-        if "stress" in averaged:
-            pairs = zip(averaged["stress"], second["stress"], strict=True)
-            residual["stress_residual"] = torch.stack([residual_rmse(a, b) for a, b in pairs])
-        return {key: value.to(self.dtype) for key, value in residual.items()}
+        if "stress" in averages[0]:
+            stresses = torch.stack([a["stress"] for a in averages], dim=1)  # (S, K, 3, 3)
+            residual["stress_residual"] = torch.stack(
+                [pooled_residual(list(s), improper) for s in stresses]
+            )
+        residual = {key: value.to(self.dtype) for key, value in residual.items()}
+        metric = forces_metric(residual.get("forces_residual"), residual["energy_residual"], counts)
+        return float(metric.max()), residual
 
     def _climb(self, state) -> dict[str, torch.Tensor]:
         """quadrature="auto": measure the rule on this batch, climb while the residual is large."""
-
-        def measure(rule):
-            averaged = self._average(state, rule.matrices, rule.weights)
-            residual = self._residual(state, rule.matrices, rule.weights, averaged)
-            counts = torch.bincount(state.system_idx, minlength=state.n_systems)
-            metric = forces_metric(
-                residual.get("forces_residual"), residual["energy_residual"], counts
-            )
-            return float(metric.max()), residual, averaged
-
-        _, residual, averaged = self.policy.climb(measure)
+        _, residual, averaged = self.policy.climb(
+            lambda rule: self._average(state, rule.matrices, rule.weights),
+            lambda rotated, weights: self._average(state, rotated, weights),
+            lambda averages, improper: self._pooled(state, averages, improper),
+        )
+        averaged = dict(averaged)
         averaged.update(residual)
         return averaged
