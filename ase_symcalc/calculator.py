@@ -602,7 +602,7 @@ class SymmetrizedCalculator(Calculator):
             )
         return atoms.positions
 
-    def _residual(self, atoms, matrices, weights, wanted, averaged, tolerance=None) -> dict:
+    def _residual(self, atoms, matrices, weights, wanted, averaged) -> dict:
         """The residual estimate: the same rule again in Haar-random orientations."""
         names = [name for name in wanted if name != "energies"]
 
@@ -615,7 +615,6 @@ class SymmetrizedCalculator(Calculator):
             averaged,
             evaluate,
             lambda averages, improper: self._pooled(averages, improper, len(atoms)),
-            tolerance=tolerance,
         )[1]
 
     @staticmethod
@@ -628,8 +627,8 @@ class SymmetrizedCalculator(Calculator):
             residual["forces_residual"] = pooled_residual([a.forces for a in averages], improper)
         if averages[0].stress is not None:
             residual["stress_residual"] = pooled_residual([a.stress for a in averages], improper)
-        metric = forces_metric(residual.get("forces_residual"), residual["energy_residual"], n_atoms)
-        return metric, residual
+        forces = residual.get("forces_residual")
+        return forces_metric(forces, residual["energy_residual"], n_atoms), residual
 
     # -- quadrature="auto" --------------------------------------------------
 

@@ -104,12 +104,15 @@ def arena_force_equivariance(
     axes: int = 10,
     seed: int = 0,
     threshold: float = 1e-3,
+    improper: bool = False,
     progress=None,
 ) -> ArenaResult:
     """MLIP Arena's force-equivariance test of ``calculator`` on ``atoms``.
 
-    ``progress``: an optional callable run after each rotation (a progress bar's
-    ``update``).
+    ``improper=True`` composes every rotation with the inversion (mirror
+    images: an extension of the protocol to O(3), which MLIP Arena does not
+    test). ``progress``: an optional callable run after each rotation (a
+    progress bar's ``update``).
     """
     angles = np.asarray(angles, dtype=np.float64)
     rng = np.random.default_rng(seed)
@@ -121,6 +124,8 @@ def arena_force_equivariance(
     for a, angle in enumerate(angles):
         for x, axis in enumerate(axis_vectors):
             rotation = Rotation.from_rotvec(np.radians(angle) * axis).as_matrix()
+            if improper:
+                rotation = -rotation
             _, forces = _energy_and_forces(calculator, rotated_atoms(atoms, rotation))
             expected = original @ rotation.T
             mae[a, x] = np.mean(np.abs(expected - forces))

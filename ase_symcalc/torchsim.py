@@ -350,7 +350,7 @@ class SymmetrizedModel(ModelInterface):
                     out[key][index] = value
         return out
 
-    def _residual(self, state, matrices, weights, averaged, tolerance=None):
+    def _residual(self, state, matrices, weights, averaged):
         """Per system: the same rule again in Haar-random orientations (``RulePolicy.measure``)."""
         return self.policy.measure(
             matrices,
@@ -358,7 +358,6 @@ class SymmetrizedModel(ModelInterface):
             averaged,
             lambda rotated, weights: self._average(state, rotated, weights),
             lambda averages, improper: self._pooled(state, averages, improper),
-            tolerance=tolerance,
         )[1]
 
     def _pooled(self, state, averages, improper) -> tuple[float, dict[str, torch.Tensor]]:

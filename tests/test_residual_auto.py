@@ -140,3 +140,105 @@ def test_auto_ladder_is_sorted_by_cost():
     assert costs == sorted(costs)
     assert auto_ladder()[0] == ("group:T", False)
     assert ("design:10", True) in auto_ladder()
+
+
+# -- issue 27: the tolerance is a bound ------------------------------------------
+
+
+def _rms(values):
+    return float(np.sqrt(np.mean(np.square(values))))
+
+
+def test_the_bound_covers_the_leak_in_95_of_100_orientations(cu8):
+    """A known small leak (degree 6, which group:I does not integrate): the bound each
+    call reports covers that call's distance from the exact average (EMT: the
+    term averages to zero) and its rotation error against the structure's own
+    orientation, in at least 95 of 100 seeded random orientations."""
+    from scipy.spatial.transform import Rotation
+
+    from ase_symcalc.evaluators.ase_loop import rotated_atoms
+
+    model = _model((6, 0.02, "pair"))
+    options = dict(quadrature="group:I", inversion=False, residual=True, raw=False)
+    reference, _ = _forces(SymmetrizedCalculator(model, seed=999, **options), cu8)
+    exact = _forces(EMT(), cu8)[0]
+    leaks, rotation_errors, bounds = [], [], []
+    for seed in range(100):
+        rotation = Rotation.random(random_state=seed).as_matrix()
+        forces, results = _forces(
+            SymmetrizedCalculator(model, seed=seed, **options), rotated_atoms(cu8, rotation)
+        )
+        back = forces @ rotation
+        leaks.append(_rms(back - exact))
+        rotation_errors.append(_rms(back - reference))
+        bounds.append(results["forces_residual_bound"])
+    leaks, rotation_errors, bounds = map(np.array, (leaks, rotation_errors, bounds))
+    assert np.median(leaks) > 1e-4, "the test term is too small to see"
+    assert np.sum(leaks <= bounds) >= 95, np.sort(leaks / bounds)[-10:]
+    assert np.sum(rotation_errors <= bounds) >= 95, np.sort(rotation_errors / bounds)[-10:]
+    # a bound, not a wild overestimate: the median ratio stays within a factor 6
+    assert np.median(bounds / leaks) < 6
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auto_never_stops_below_the_degree_of_the_anisotropy(cu4, seed):
+    """A degree-10 term: every rule below degree 10 leaves it (group:I has
+    invariants there); whatever the seed of the residual's orientations, auto
+    keeps a rule exact to degree 10 and returns the exact average."""
+    model = _model((10, 0.05, "pair"))
+    calc = SymmetrizedCalculator(model, quadrature="auto", tolerance=1e-6, seed=seed, raw=False)
+    forces, results = _forces(calc, cu4)
+    assert calc.quadrature.degree >= 10, results["quadrature"]
+    assert results["forces_residual_bound"] <= 1e-6
+    np.testing.assert_allclose(forces, _forces(EMT(), cu4)[0], atol=1e-9)
+
+
+def test_auto_without_inversion_targets_so3_and_climbs_only_proper_rules(cu4):
+    calc = SymmetrizedCalculator(
+        _model((6, 0.05, "pair")), quadrature="auto", tolerance=1e-6, inversion=False
+    )
+    _, results = _forces(calc, cu4)
+    assert results["quadrature"] == "design:6@generic"
+    assert not any(inversion for _, inversion in calc._policy.ladder)
+
+
+def test_a_parity_odd_model_skips_the_rules_without_inversion(monkeypatch):
+    """Degree 15, parity-odd: no proper rotation rule removes it. Once the climb
+    sees that the mirror images alone fail, it stops trying rules without the
+    inversion coset (design:6, 116 evaluations, is skipped)."""
+    tried = []
+    original = rule_policy_module.RulePolicy.rung_rule
+
+    def record(self, rung):
+        rule = original(self, rung)
+        tried.append(rule.name)
+        return rule
+
+    monkeypatch.setattr(rule_policy_module.RulePolicy, "rung_rule", record)
+    atoms = Atoms("Cu4", positions=[[0, 0, 0], [2.5, 0, 0], [0, 2.5, 0], [0.3, 0.4, 2.4]])
+    calc = SymmetrizedCalculator(_model((15, 2e5, "site")), quadrature="auto", tolerance=1e-6)
+    _, results = _forces(calc, atoms)
+    assert results["quadrature"] == "group:I+inversion@generic"
+    assert "design:6@generic" not in tried, tried
+
+
+def test_auto_recheck_catches_a_structure_that_drifts_past_the_tolerance():
+    """MD that drifts: the anisotropic pair term acts only within its 3.2 Å cutoff.
+    An expanded cell has no pair inside it (every rule passes: group:T); as the
+    cell shrinks under the run the term appears, and the recheck climbs."""
+    model = _model((4, 0.05, "pair"))
+    calc = SymmetrizedCalculator(model, quadrature="auto", tolerance=1e-4, recheck=2)
+    atoms = copper(seed=3)
+    atoms.set_cell(atoms.cell * 1.45, scale_atoms=True)  # nearest neighbours at 3.7 Å
+    _, results = _forces(calc, atoms)
+    assert results["quadrature"].startswith("group:T")
+    assert results["forces_residual"] < 1e-12
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for scale in np.linspace(1.45, 1.0, 6)[1:]:
+            step = copper(seed=3)
+            step.set_cell(step.cell * scale, scale_atoms=True)
+            _, results = _forces(calc, step)
+    assert any("now using" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    assert calc.quadrature.degree >= 4
+    assert results["forces_residual_bound"] <= 1e-4
