@@ -17,7 +17,7 @@ from .evaluators import StackedOutputs, check_outputs, check_structure, make_eva
 from .metrics import pooled_residual
 from .quadrature import O3Quadrature, find_identity, get_quadrature, next_rule
 from .rule_policy import CALM_PROBES, PROBE_INTERVAL, RulePolicy, forces_metric
-from .structure_symmetry import StructureSymmetry, find_symmetry
+from .structure_symmetry import StructureSymmetry, find_symmetry, symmetry_still_holds
 from .symmetrize import (
     estimate_equivariance_errors,
     project_onto_structure,
@@ -223,7 +223,7 @@ class SymmetrizedCalculator(Calculator):
         self.evaluation_count = 0
         self._quadrature = None
         self._convergence_checked = False
-        self._symmetry_cache: tuple[bytes, StructureSymmetry] | None = None
+        self._symmetry_cache: tuple | None = None  # numbers, positions, cell, pbc, symmetry
         super().__init__(quadrature=quadrature, **kwargs)
         self._configure()
         # Truthful per instance: only what the base provides (stress needs a
@@ -572,15 +572,39 @@ class SymmetrizedCalculator(Calculator):
         return averaged, raw
 
     def _structure_symmetry(self, atoms: Atoms) -> StructureSymmetry:
-        """The structure's operations, found again only when the structure changed."""
-        key = b"".join(
-            np.ascontiguousarray(array).tobytes()
-            for array in (atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+        """The structure's operations: searched once, then reused while they still hold.
+
+        Same species, cell and periodicity, moved positions (a relaxation of
+        the positions, MD with symmetric forces): the cached operations are
+        checked against the displacements in O(cosets x N)
+        (``symmetry_still_holds``) and searched again only when one fails.
+        """
+        cache = self._symmetry_cache
+        if cache is not None:
+            numbers, positions, cell, pbc, symmetry = cache
+            same_frame = (
+                len(numbers) == len(atoms)
+                and np.array_equal(numbers, atoms.numbers)
+                and np.array_equal(cell, atoms.cell.array)
+                and np.array_equal(pbc, atoms.pbc)
+            )
+            if same_frame:
+                displacements = atoms.positions - positions
+                if pbc.any() and abs(np.linalg.det(cell)) > 1e-9:  # minimum image
+                    fractional = displacements @ np.linalg.inv(cell)
+                    fractional[:, pbc] -= np.round(fractional[:, pbc])
+                    displacements = fractional @ cell
+                if symmetry_still_holds(symmetry, displacements):
+                    return symmetry
+        symmetry = find_symmetry(atoms, self.parameters.symmetry_tolerance)
+        self._symmetry_cache = (
+            atoms.numbers.copy(),
+            atoms.positions.copy(),
+            atoms.cell.array.copy(),
+            atoms.pbc.copy(),
+            symmetry,
         )
-        if self._symmetry_cache is None or self._symmetry_cache[0] != key:
-            symmetry = find_symmetry(atoms, self.parameters.symmetry_tolerance)
-            self._symmetry_cache = (key, symmetry)
-        return self._symmetry_cache[1]
+        return symmetry
 
     def _symmetrize(self, outputs, matrices, weights, atoms):
         return symmetrize(

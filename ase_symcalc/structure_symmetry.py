@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "symmetry_still_holds",
     "StructureSymmetry",
     "SymmetryError",
     "find_symmetry",
@@ -124,6 +125,33 @@ def symmetrize_per_atom(values: np.ndarray, symmetry: StructureSymmetry) -> np.n
     for perm in symmetry.permutations:
         result[perm] += values
     return result / len(symmetry.permutations)
+
+
+def symmetry_still_holds(symmetry: StructureSymmetry, displacements: np.ndarray) -> bool:
+    """Whether ``symmetry``, found for positions ``x``, still holds at ``x + u``.
+
+    ``displacements`` (N, 3) is ``u`` (minimum image along periodic
+    directions; same cell). An operation ``x_pi(i) = Q x_i + t`` survives the
+    move, with its translation shifted, exactly when ``u_pi(i) - Q u_i`` is the
+    same vector for every atom; a lattice translation of a supercell, when
+    ``u`` is the same on every atom of a translation orbit. Checked to the
+    symmetry's own tolerance in O(cosets x N): a relaxation whose steps are
+    projected onto the group keeps it to rounding, so its operations and
+    atom maps are reused instead of searched again.
+    """
+    u = np.asarray(displacements, dtype=np.float64)
+    tolerance = symmetry.tolerance
+    orbits = symmetry.translation_orbits
+    if orbits is not None:
+        count = np.bincount(orbits)
+        mean = np.stack([np.bincount(orbits, weights=u[:, k]) for k in range(3)], axis=1)
+        if np.abs(u - (mean / count[:, None])[orbits]).max() > tolerance:
+            return False
+    for q, perm in zip(symmetry.rotations, symmetry.permutations, strict=True):
+        shift = u[perm] - u @ q.T
+        if np.abs(shift - shift.mean(axis=0)).max() > tolerance:
+            return False
+    return True
 
 
 # -- finding the operations ------------------------------------------------

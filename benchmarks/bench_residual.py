@@ -318,18 +318,21 @@ def part_auto(evaluator, name, atoms):
     return rows
 
 
-def part_checks(evaluator, name, atoms, axes):
+CHECK_SETUPS = {
+    "raw": dict(quadrature="identity"),
+    "group:I": dict(quadrature="group:I"),
+    "auto:1e-3": dict(quadrature="auto", tolerance=1e-3),
+    "auto:1e-3-SO(3)": dict(quadrature="auto", tolerance=1e-3, inversion=False),
+}
+
+
+def part_checks(evaluator, name, atoms, axes, setups, walk_too):
     from ase_symcalc import SymmetrizedCalculator
     from ase_symcalc.checks import arena_force_equivariance, rotational_symmetry_walk
 
     rows = {}
-    setups = {
-        "raw": dict(quadrature="identity"),
-        "group:I": dict(quadrature="group:I"),
-        "auto:1e-3": dict(quadrature="auto", tolerance=1e-3),
-        "auto:1e-3 SO(3)": dict(quadrature="auto", tolerance=1e-3, inversion=False),
-    }
-    for label, options in setups.items():
+    for label in setups:
+        options = CHECK_SETUPS[label]
         calc = SymmetrizedCalculator(evaluator, raw=False, **options)
         estimate = None
         if label != "raw":
@@ -345,8 +348,8 @@ def part_checks(evaluator, name, atoms, axes):
         start_count = calc.evaluation_count
         arena = arena_force_equivariance(calc, atoms, axes=axes).summary()
         mirror = arena_force_equivariance(calc, atoms, axes=axes, improper=True).summary()
-        walk = rotational_symmetry_walk(calc, atoms).summary()
-        calls = 2 * (12 * axes + 1) + 115
+        walk = rotational_symmetry_walk(calc, atoms).summary() if walk_too else None
+        calls = 2 * (12 * axes + 1) + (115 if walk_too else 0)
         row = {
             "arena": arena,
             "arena_mirror": mirror,
@@ -361,7 +364,7 @@ def part_checks(evaluator, name, atoms, axes):
             f"  {name:8s} {label:15s} arena MAE max {1e3 * arena['force_mae_max']:8.4f} meV/Å "
             f"{'PASS' if arena['passed'] else 'fail'}; mirrors max "
             f"{1e3 * mirror['force_mae_max']:8.4f} {'PASS' if mirror['passed'] else 'fail'}; "
-            f"walk |dF| max {1e3 * walk['forces_change_max']:.4f} meV/Å"
+            + (f"walk |dF| max {1e3 * walk['forces_change_max']:.4f} meV/Å" if walk else "")
             + (f"; bound {3e3 * estimate:.4f} meV/Å" if estimate else "")
             + f"; {row['evaluations_per_call']:.1f} evaluations/call ({row['rule']})",
             flush=True,
@@ -444,6 +447,16 @@ def main(argv=None):
     )
     parser.add_argument("--seeds", type=int, default=1, help="residual estimates per rule (rules)")
     parser.add_argument("--axes", type=int, default=4, help="MLIP Arena axes (4)")
+    parser.add_argument(
+        "--setups",
+        nargs="+",
+        default=["raw", "auto:1e-3"],
+        choices=list(CHECK_SETUPS),
+        help="what the checks part scores (default: raw and auto at 1e-3)",
+    )
+    parser.add_argument(
+        "--walk", action="store_true", help="the checks part also runs ML-PEG's walk (115 calls)"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/residual.json")
     parser.add_argument(
         "--figure", type=Path, default=ROOT / "docs/figures/residual_vs_evaluations.png"
@@ -470,7 +483,8 @@ def main(argv=None):
             if part in entry:
                 continue
             print(f"{name} ({len(atoms)} atoms, pbc {atoms.pbc.tolist()}): {part}", flush=True)
-            extra = {"rules": (args.seeds,), "checks": (args.axes,)}.get(part, ())
+            extra = {"rules": (args.seeds,), "checks": (args.axes, args.setups, args.walk)}
+            extra = extra.get(part, ())
             entry[part] = functions[part](evaluator, name, atoms, *extra)
             results["calibration_summary"] = calibration_summary(
                 {k: v for k, v in results.items() if k != "calibration_summary"}

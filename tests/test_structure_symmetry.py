@@ -389,3 +389,37 @@ def test_supercell_groups_as_translation_cosets_project_as_the_whole_group(
         (symmetrize_per_atom, energies),
     ):
         np.testing.assert_allclose(project(values, cosets), project(values, whole), atol=1e-12)
+
+
+def test_a_relaxation_reuses_the_operations_and_matches_a_fresh_search(monkeypatch):
+    """Issue 28: positions projected onto the group keep it, so a relaxation searches
+    once; the forces at the end are those of a fresh search there (to 1e-10)."""
+    from ase.optimize import BFGS
+
+    import ase_symcalc.calculator as module
+    from ase_symcalc.structure_symmetry import symmetry_still_holds
+
+    calls = []
+    original = module.find_symmetry
+
+    def counting(atoms, tolerance):
+        calls.append(tolerance)
+        return original(atoms, tolerance)
+
+    monkeypatch.setattr(module, "find_symmetry", counting)
+    atoms = _fcc_defect()
+    options = dict(quadrature="group:T", structure_symmetry=True, raw=False)
+    atoms.calc = SymmetrizedCalculator(EMT(), **options)
+    BFGS(atoms, logfile=None).run(fmax=1e-3, steps=30)
+    assert len(calls) == 1
+    symmetry = atoms.calc._symmetry_cache[-1]
+    assert len(symmetry) > 1
+    fresh = atoms.copy()
+    fresh.calc = SymmetrizedCalculator(EMT(), **options)
+    np.testing.assert_allclose(atoms.get_forces(), fresh.get_forces(), atol=1e-10)
+    assert fresh.calc.results["symmetry_group"] == atoms.calc.results["symmetry_group"]
+    # a move that breaks one operation is caught by the check
+    moved = np.zeros((len(atoms), 3))
+    moved[0] = [1e-3, 0.0, 0.0]
+    assert not symmetry_still_holds(symmetry, moved)
+    assert symmetry_still_holds(symmetry, np.full((len(atoms), 3), 0.3))  # a rigid shift
