@@ -9,13 +9,27 @@ arithmetic; what differs is gathered here.
 
 from __future__ import annotations
 
+import sys
+from typing import TYPE_CHECKING, TypeAlias, Union
+
 import numpy as np
 
-__all__ = ["is_torch", "as_float64", "sqrt", "clip_positive", "cross", "pinv"]
+if TYPE_CHECKING:
+    import torch
+
+#: what the shared maths takes and returns: a numpy array (the ASE calculator)
+#: or a torch tensor (the torch-sim model), float64
+Array: TypeAlias = Union[np.ndarray, "torch.Tensor"]
+#: a scalar result: a float (numpy input) or a 0-d float64 tensor (torch input)
+Scalar: TypeAlias = Union[float, "torch.Tensor"]
+
+__all__ = ["Array", "Scalar", "is_torch", "as_float64", "sqrt", "clip_positive", "cross", "pinv"]
 
 
 def is_torch(value) -> bool:
-    return type(value).__module__.startswith("torch")
+    """Whether ``value`` is a torch tensor (torch is never imported to answer)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def as_float64(value, like=None):

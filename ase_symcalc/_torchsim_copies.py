@@ -104,7 +104,9 @@ def chunks(state, batch_size: int | None) -> list[list[int]]:
         ]
     limit = DEFAULT_ATOMS_PER_CALL["cpu" if state.device.type == "cpu" else "cuda"]
     counts = torch.bincount(state.system_idx, minlength=n_systems).tolist()
-    groups, current, atoms = [], [], 0
+    groups: list[list[int]] = []
+    current: list[int] = []
+    atoms = 0
     for system, count in enumerate(counts):
         if current and atoms + count > limit:
             groups.append(current)

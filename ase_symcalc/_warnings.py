@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from types import FrameType
 
 __all__ = ["EquivarianceWarning", "warn_user"]
 
@@ -16,7 +17,7 @@ class EquivarianceWarning(UserWarning):
 
 def warn_user(message: str, category=UserWarning) -> None:
     """``warnings.warn`` at the first frame outside ase_symcalc, ASE, torch and torch-sim."""
-    frame = sys._getframe(1)  # warn_user's caller: stacklevel 2
+    frame: FrameType | None = sys._getframe(1)  # warn_user's caller: stacklevel 2
     level = 2
     while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _INTERNAL:
         frame = frame.f_back

@@ -241,16 +241,31 @@ class SymmetrizedCalculator(Calculator):
     # -- configuration ------------------------------------------------------
 
     def set(self, **kwargs):
+        """Change options; returns ASE's dict of the changed ones.
+
+        Old results are dropped when anything changed. The rule policy (the
+        rule ``auto`` climbed to, the random streams, ``mode="random"``'s
+        escalation) is rebuilt only when one of ``POLICY_OPTIONS`` changed,
+        with a ``UserWarning`` saying what was reset when it held state.
+        """
         unknown = sorted(set(kwargs) - set(self.default_parameters) - {"parameters"})
         if unknown:
-            raise ValueError(_unknown_options_message(unknown, self.default_parameters))
+            raise UnknownOptionError(_unknown_options_message(unknown, self.default_parameters))
         changed = super().set(**kwargs)
         if changed and self._quadrature is not None:
             self.reset()  # new rule or options: old results are stale
-            self._configure()
+            rebuild = bool(set(changed) & POLICY_OPTIONS)
+            policy = self._policy
+            if rebuild and policy.calls and (policy.auto or policy.mode != "grid"):
+                warn_user(
+                    f"set({', '.join(sorted(changed))}): the rule policy starts afresh "
+                    f"({'the climb of auto, ' if policy.auto else ''}the random streams"
+                    f"{' and escalations' if policy.random else ''} after {policy.calls} calls)"
+                )
+            self._configure(rebuild_policy=rebuild)
         return changed
 
-    def _configure(self):
+    def _configure(self, rebuild_policy: bool = True):
         p = self.parameters
         if p.convergence_tolerance is not None:
             warnings.warn(
@@ -263,6 +278,12 @@ class SymmetrizedCalculator(Calculator):
         orientation = p.orientation
         if orientation is not None and not isinstance(orientation, str):
             p.orientation = np.asarray(orientation, dtype=np.float64).tolist()  # JSON-friendly
+        if rebuild_policy:
+            self._build_policy(orientation)
+        self._finish_configure()
+
+    def _build_policy(self, orientation):
+        p = self.parameters
         self._policy = RulePolicy(
             p.quadrature,
             inversion=p.inversion,
@@ -279,6 +300,9 @@ class SymmetrizedCalculator(Calculator):
         self._quadrature = self._policy.rule  # set(): "configured" marker
         self._step_copy = None  # mode="random": the call's copy and average, for probe()
         self._observed = False  # mode="random": this call's errors went to the policy
+
+    def _finish_configure(self):
+        p = self.parameters
         tolerance = p.symmetry_tolerance
         if not isinstance(tolerance, (int, float)) or not tolerance > 0:
             raise ValueError(
@@ -364,7 +388,7 @@ class SymmetrizedCalculator(Calculator):
         # energy, forces and stress together (ASE asks for them one at a time); what
         # the evaluator computes only on request, only when asked (CHGNet's energies;
         # the ASE loop still returns them when the base computed them anyway)
-        on_request = getattr(self.evaluator, "on_request", frozenset())
+        on_request: frozenset[str] = getattr(self.evaluator, "on_request", frozenset())
         wanted = [
             name
             for name in ("energy", "forces", "stress", "energies")
@@ -547,6 +571,10 @@ class SymmetrizedCalculator(Calculator):
         self._policy.load_state_dict(state["policy"])
         self.evaluation_count = int(state["evaluation_count"])
         if results is not None:
+            if atoms is None:
+                raise ValueError(
+                    "load_state_dict: results= needs the atoms they belong to (atoms=)"
+                )
             self.atoms = atoms.copy()
             self.results = dict(results)
             self._step_copy = None
@@ -704,14 +732,38 @@ class SymmetrizedCalculator(Calculator):
             )
 
     def _raw_results(self, raw: StackedOutputs) -> dict:
-        results = {"raw_energy": float(raw.energy)}
+        results: dict[str, float | np.ndarray] = {"raw_energy": float(raw.energy)}
         if raw.forces is not None:
             results["raw_forces"] = np.array(raw.forces)
         if raw.stress is not None:
-            results["raw_stress"] = matrix_to_voigt(raw.stress)
+            results["raw_stress"] = np.asarray(matrix_to_voigt(raw.stress))
         if raw.energies is not None:
             results["raw_energies"] = np.array(raw.energies)
         return results
+
+
+#: the options that decide the rotations of each call: changing one with set()
+#: starts the rule policy afresh
+POLICY_OPTIONS = frozenset(
+    {
+        "quadrature",
+        "inversion",
+        "orientation",
+        "mode",
+        "seed",
+        "tolerance",
+        "recheck",
+        "probe_interval",
+        "probe_orientations",
+        "calm_probes",
+        "residual",
+    }
+)
+
+
+class UnknownOptionError(TypeError, ValueError):
+    """An option ``SymmetrizedCalculator`` does not have (a ``TypeError``, as for any
+    unexpected keyword; also a ``ValueError`` for code written before)."""
 
 
 def _unknown_options_message(unknown: list[str], known) -> str:

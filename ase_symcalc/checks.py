@@ -184,14 +184,14 @@ def rotational_symmetry_walk(
         back_rotated.append(forces @ rotation)  # back to the original frame
         if progress is not None:
             progress()
-    energies = np.array(energies)
-    back_rotated = np.array(back_rotated)
+    energy_array = np.array(energies)
+    forces_array = np.array(back_rotated)
     relative = np.einsum("kij,klj->kil", matrices[1:], matrices[:-1])  # R_{k+1} R_k^T
     angles = np.degrees(Rotation.from_matrix(relative).magnitude())
     return WalkResult(
         relative_angles=angles,
-        energy_change=np.abs(np.diff(energies)) / len(atoms),
-        forces_change=np.abs(np.diff(back_rotated, axis=0)).mean(axis=(1, 2)),
+        energy_change=np.abs(np.diff(energy_array)) / len(atoms),
+        forces_change=np.abs(np.diff(forces_array, axis=0)).mean(axis=(1, 2)),
     )
 
 

@@ -17,6 +17,7 @@ An exactly equivariant polar vector (forces of EMT) lives entirely in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -170,7 +171,7 @@ def feature_fractions(
     from tqdm.auto import tqdm
 
     rule = _product_rule(quadrature, lmax)
-    evaluator = getattr(model, "evaluator", None) or make_evaluator(model)
+    evaluator: Any = getattr(model, "evaluator", None) or make_evaluator(model)
     if not hasattr(evaluator, "evaluate_features"):
         raise TypeError(
             "internal features need a metatomic model (a .pt file or AtomisticModel) or a "
@@ -181,7 +182,8 @@ def feature_fractions(
         structures = [structures]
     names = evaluator.feature_names() if features is None else list(features)
     groups = groups or {}
-    total, norms = {}, {}
+    total: dict[str, dict[tuple[int, int], float]] = {}
+    norms: dict[str, float] = {}
     for atoms in tqdm(structures, desc="features", disable=not progress):
         available = evaluator.available_properties(atoms)
         props = [name for name in ("energy", "forces", "stress") if name in available]
@@ -205,11 +207,11 @@ def feature_fractions(
         for label, values in blocks.items():
             fractions, norm = project_characters(values, rule.matrices, rule.weights, lmax)
             _accumulate(total, norms, label, fractions, norm)
-    fractions = {
+    by_output: dict[str, dict[tuple[int, int], float]] = {
         name: {c: value / norms[name] for c, value in sums.items()} for name, sums in total.items()
     }
-    residual = {name: 1.0 - sum(values.values()) for name, values in fractions.items()}
-    return CharacterFractions(fractions, rule.name, lmax, residual)
+    residual = {name: 1.0 - sum(values.values()) for name, values in by_output.items()}
+    return CharacterFractions(by_output, rule.name, lmax, residual)
 
 
 def plot_fractions(result: CharacterFractions, output, title: str = "") -> None:
@@ -338,7 +340,10 @@ def error_split(model, frames, quadrature="group:I", *, progress: bool = False) 
             "SymmetrizedCalculator with raw=True (the default), or the model itself"
         )
     names = ("energy", "forces", "stress")
-    raw, sym, spread, reference = ({n: [] for n in names} for _ in range(4))
+    raw: dict[str, list] = {n: [] for n in names}
+    sym: dict[str, list] = {n: [] for n in names}
+    spread: dict[str, list] = {n: [] for n in names}
+    reference: dict[str, list] = {n: [] for n in names}
     for frame in tqdm(frames, desc="error split", disable=not progress, leave=False):
         if frame.calc is None:
             raise ValueError(
@@ -363,7 +368,7 @@ def error_split(model, frames, quadrature="group:I", *, progress: bool = False) 
             sym[name].append(scale * (value - ref))
             spread[name].append(scale * r[f"{name}_equivariance_error"] * np.ones(np.size(ref)))
             reference[name].append(scale * ref)
-    result = {}
+    result: dict[str, Any] = {}
     for name in names:
         if not raw[name]:
             continue

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._arrays import as_float64, clip_positive, is_torch, sqrt
+from ._arrays import Array, Scalar, as_float64, clip_positive, is_torch, sqrt
 
 __all__ = [
     "block_standard_error",
@@ -31,16 +31,15 @@ __all__ = [
 ]
 
 
-def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def weighted_mean(values: Array, weights: Array) -> Array:
     """``sum_i w_i values[i]`` over the first axis, in float64."""
     values = as_float64(values)
     weights = as_float64(weights, like=values)
-    return (weights.reshape((-1,) + (1,) * (values.ndim - 1)) * values).sum(axis=0)
+    weighted = weights.reshape((-1,) + (1,) * (values.ndim - 1)) * values
+    return weighted.sum(axis=0)  # type: ignore[call-overload]  # torch takes axis= too
 
 
-def weighted_variance(
-    values: np.ndarray, weights: np.ndarray, mean: np.ndarray | None = None
-) -> np.ndarray:
+def weighted_variance(values: Array, weights: Array, mean: Array | None = None) -> Array:
     """Per-component ``sum_i w_i (values[i] - mean)^2`` (centred, float64).
 
     Returns an array of the shape of one ``values[i]``.
@@ -52,7 +51,7 @@ def weighted_variance(
     return weighted_mean(deviation * deviation, weights)
 
 
-def equivariance_rmse(values: np.ndarray, weights: np.ndarray, mean=None) -> float:
+def equivariance_rmse(values: Array, weights: Array, mean=None) -> Scalar:
     """``sqrt(V / d)``: the spread over the rule as an RMSE per component.
 
     ``values`` has shape (M, ...) with ``d = prod(...)`` components. Returns NaN
@@ -66,16 +65,17 @@ def equivariance_rmse(values: np.ndarray, weights: np.ndarray, mean=None) -> flo
     return _scalar(sqrt(clip_positive(variance.sum()) / size), values)
 
 
-def per_atom_rmse(values: np.ndarray, weights: np.ndarray, mean=None) -> np.ndarray:
+def per_atom_rmse(values: Array, weights: Array, mean=None) -> Array:
     """Per-atom ``sqrt(V_a / 3)`` for stacked (M, N, 3) vectors; NaN for M = 1."""
     values = as_float64(values)
     if len(values) < 2:
         return values[0, :, 0] * float("nan")
     variance = weighted_variance(values, weights, mean)
-    return sqrt(clip_positive(variance.sum(axis=-1)) / values.shape[-1])
+    total = variance.sum(axis=-1)  # type: ignore[call-overload]  # torch takes axis= too
+    return sqrt(clip_positive(total) / values.shape[-1])
 
 
-def residual_rmse(first, second) -> float:
+def residual_rmse(first: Array, second: Array) -> Scalar:
     """Residual of a symmetrized output from two independently oriented averages.
 
     ``first`` and ``second`` are the same rule's averages with the rule in two
@@ -90,7 +90,7 @@ def residual_rmse(first, second) -> float:
     return _scalar(sqrt((difference * difference).mean() / 2.0), first)
 
 
-def pooled_residual(averages, improper):
+def pooled_residual(averages: list[Array], improper: list[bool]) -> Scalar:
     """Residual of a symmetrized output from one rule's averages in several orientations.
 
     ``averages[k]`` is the rule's average with the rule in orientation ``Q_k``

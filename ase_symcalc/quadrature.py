@@ -489,5 +489,5 @@ def auto_ladder() -> tuple[tuple[str, bool], ...]:
     cost = {
         rung: len(get_quadrature(rung[0], inversion=rung[1], orientation=None)) for rung in rungs
     }
-    degree = {rung: get_quadrature(rung[0], orientation=None).degree for rung in rungs}
+    degree = {rung: get_quadrature(rung[0], orientation=None).degree or 0 for rung in rungs}
     return tuple(sorted(rungs, key=lambda rung: (cost[rung], -degree[rung])))

@@ -391,7 +391,7 @@ class RulePolicy:
             return False
         if not self.chosen:
             return True
-        return bool(self.recheck) and self.calls_since_check >= self.recheck
+        return self.recheck is not None and 0 < self.recheck <= self.calls_since_check
 
     def count_call(self, on_rule: bool | None = None) -> None:
         """Called once per call that did not climb (``on_rule`` as in ``climb_due``)."""
@@ -445,6 +445,7 @@ class RulePolicy:
                 if len(votes) >= 2 and votes[-1] == votes[-2] and votes[-1] is not None:
                     parity_fails = votes[-1]
         else:
+            assert best is not None  # the ladder has at least one rung
             metric, rung, rule, residual, first = best
             message = (
                 f"no rule on the auto ladder reaches a forces residual bound of "

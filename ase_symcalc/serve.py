@@ -67,7 +67,7 @@ def extras(results: dict) -> dict:
     Python parser reads): with ``--mode random`` they are estimated every
     ``--probe-interval`` structures only.
     """
-    out = {}
+    out: dict[str, str | float | int] = {}
     for key in EXTRAS_KEYS:
         value = results.get(key)
         if value is None:

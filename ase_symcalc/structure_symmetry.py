@@ -374,7 +374,7 @@ def _space_group(lattice, scaled, numbers, tolerance) -> _SpaceGroup | None:
     try:
         import moyopy
     except ImportError:
-        moyopy = None
+        moyopy = None  # type: ignore[assignment]  # optional: spglib then
     if moyopy is not None:
         try:
             dataset = moyopy.MoyoDataset(
@@ -459,7 +459,8 @@ def _lattice_rotations(lattice_bytes: bytes, tolerance: float):
     with warnings.catch_warnings():  # spglib's notice about its error handling
         warnings.simplefilter("ignore", DeprecationWarning)
         operations = spglib.get_symmetry(
-            (lattice, np.zeros((1, 3)), np.ones(1, dtype=np.intc)), symprec=tolerance
+            (lattice, np.zeros((1, 3)), np.ones(1, dtype=np.intc)),  # type: ignore[arg-type]
+            symprec=tolerance,
         )
     return None if operations is None else operations["rotations"]
 
@@ -556,7 +557,7 @@ def _point_group(numbers, positions, tolerance) -> StructureSymmetry:
     tree = cKDTree(d)
     frame = _frame(d[a], d[b])
     pair_distance = np.linalg.norm(d[a] - d[b])
-    found: dict[tuple, np.ndarray] = {}
+    found: dict[tuple, tuple[np.ndarray, float]] = {}
     for a2 in shell_of(a):
         for b2 in shell_of(b):
             if a2 == b2 or abs(np.linalg.norm(d[a2] - d[b2]) - pair_distance) > 4 * tolerance:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._arrays import as_float64, cross, pinv
+from ._arrays import Array, Scalar, as_float64, cross, is_torch, pinv
 from .evaluators import StackedOutputs
 from .metrics import equivariance_rmse, per_atom_rmse, weighted_mean
 from .structure_symmetry import (
@@ -38,22 +38,26 @@ __all__ = [
 
 @dataclass
 class SymmetrizedOutputs:
-    """Averages (in the input's frame) and equivariance errors of one structure."""
+    """Averages (in the input's frame) and equivariance errors of one structure.
 
-    energy: float
-    forces: np.ndarray | None
-    stress: np.ndarray | None  # full 3x3
-    energies: np.ndarray | None
-    energy_error: float
-    forces_error: float | None
-    forces_error_per_atom: np.ndarray | None
-    stress_error: float | None
-    direct_forces: np.ndarray | None = None
-    direct_forces_error: float | None = None
-    direct_stress: np.ndarray | None = None
+    numpy arrays and floats from numpy outputs (the ASE calculator), torch
+    tensors (0-d for the scalars) from torch outputs (the torch-sim model).
+    """
+
+    energy: Scalar
+    forces: Array | None
+    stress: Array | None  # full 3x3
+    energies: Array | None
+    energy_error: Scalar
+    forces_error: Scalar | None
+    forces_error_per_atom: Array | None
+    stress_error: Scalar | None
+    direct_forces: Array | None = None
+    direct_forces_error: Scalar | None = None
+    direct_stress: Array | None = None
 
 
-def back_rotate(outputs: StackedOutputs, matrices: np.ndarray) -> StackedOutputs:
+def back_rotate(outputs: StackedOutputs, matrices: Array) -> StackedOutputs:
     """``z(g_i) = rho(g_i)^-1 u(g_i)`` for every stacked output."""
 
     def forces(values):
@@ -109,11 +113,11 @@ def _clean_forces(forces, net_force, positions):
 
 def symmetrize(
     outputs: StackedOutputs,
-    matrices: np.ndarray,
-    weights: np.ndarray,
+    matrices: Array,
+    weights: Array,
     *,
     net_force_removal: bool = False,
-    net_torque_positions: np.ndarray | None = None,
+    net_torque_positions: Array | None = None,
 ) -> SymmetrizedOutputs:
     """Average the back-rotated outputs and measure their spread.
 
@@ -128,8 +132,9 @@ def symmetrize(
     z = back_rotate(outputs, matrices)
     forces = _clean_forces(z.forces, net_force_removal, net_torque_positions)
 
-    energy = weighted_mean(z.energy, weights)
-    energy = energy if hasattr(energy, "device") else float(energy)  # numpy: a float
+    mean_energy = weighted_mean(z.energy, weights)
+    # numpy: a float; torch: a 0-d tensor on the model's device
+    energy: Scalar = mean_energy if is_torch(mean_energy) else float(mean_energy)  # type: ignore[assignment]
     result = SymmetrizedOutputs(
         energy=energy,
         forces=None,
@@ -162,10 +167,10 @@ def symmetrize(
 
 def estimate_equivariance_errors(
     outputs: StackedOutputs,
-    matrices: np.ndarray,
+    matrices: Array,
     *,
     net_force_removal: bool = False,
-    net_torque_positions: np.ndarray | None = None,
+    net_torque_positions: Array | None = None,
 ) -> SymmetrizedOutputs:
     """Unbiased estimate of the equivariance errors from ``n >= 2`` random orientations.
 

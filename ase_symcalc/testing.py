@@ -312,5 +312,6 @@ def assert_equivariant(
         df = np.abs(copy.get_forces() - rotate_forces(f0, g)).max()
         assert df <= forces_atol, f"forces not equivariant, max diff {df:.3e} eV/Å {where}"
         if periodic:
+            assert s0 is not None
             ds = np.abs(voigt_to_matrix(copy.get_stress()) - rotate_stress(s0, g)).max()
             assert ds <= stress_atol, f"stress not equivariant, max diff {ds:.3e} eV/Å^3 {where}"

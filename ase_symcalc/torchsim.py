@@ -25,6 +25,8 @@ the model's device. Needs Python >= 3.12 and ``torch-sim-atomistic``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -147,12 +149,12 @@ class SymmetrizedModel(ModelInterface):
         self.evaluation_count = 0
 
     # compute_stress / compute_forces pass to the inner model, as SumModel does
-    @ModelInterface.compute_stress.setter
+    @ModelInterface.compute_stress.setter  # type: ignore[attr-defined]  # a property
     def compute_stress(self, value: bool) -> None:
         self.model.compute_stress = value
         self._compute_stress = value
 
-    @ModelInterface.compute_forces.setter
+    @ModelInterface.compute_forces.setter  # type: ignore[attr-defined]  # a property
     def compute_forces(self, value: bool) -> None:
         self.model.compute_forces = value
         self._compute_forces = value
@@ -217,7 +219,7 @@ class SymmetrizedModel(ModelInterface):
     def _collect(self, state, per_system: list) -> dict[str, torch.Tensor]:
         """Per-system ``SymmetrizedOutputs`` -> torch-sim outputs, in the model dtype."""
         dtype = self.dtype
-        result: dict[str, list] = {key: [] for key in ("energy", *ERROR_KEYS[:3])}
+        result: dict[str, Any] = {key: [] for key in ("energy", *ERROR_KEYS[:3])}
         if per_system[0][1].forces is not None:
             result["forces"] = torch.zeros_like(state.positions)
             result["forces_equivariance_error_per_atom"] = state.positions.new_zeros(state.n_atoms)
@@ -364,7 +366,7 @@ class SymmetrizedModel(ModelInterface):
         """``(worst system's metric, *_residual [S])`` from the averages of several orientations."""
         energies = torch.stack([a["energy"] for a in averages], dim=1)  # (S, K)
         residual = {
-            "energy_residual": torch.stack([pooled_residual(list(e), improper) for e in energies])
+            "energy_residual": _stack([pooled_residual(list(e), improper) for e in energies])
         }
         counts = torch.bincount(state.system_idx, minlength=state.n_systems)
         if "forces" in averages[0]:
@@ -372,10 +374,10 @@ class SymmetrizedModel(ModelInterface):
             per_system = []
             for atoms in torch.split(order, counts.tolist()):
                 per_system.append(pooled_residual([a["forces"][atoms] for a in averages], improper))
-            residual["forces_residual"] = torch.stack(per_system)
+            residual["forces_residual"] = _stack(per_system)
         if "stress" in averages[0]:
             stresses = torch.stack([a["stress"] for a in averages], dim=1)  # (S, K, 3, 3)
-            residual["stress_residual"] = torch.stack(
+            residual["stress_residual"] = _stack(
                 [pooled_residual(list(s), improper) for s in stresses]
             )
         residual = {key: value.to(self.dtype) for key, value in residual.items()}
@@ -392,3 +394,8 @@ class SymmetrizedModel(ModelInterface):
         averaged = dict(averaged)
         averaged.update(residual)
         return averaged
+
+
+def _stack(values) -> torch.Tensor:
+    """0-d float64 tensors (``metrics`` on torch input) into one (S,) tensor."""
+    return torch.stack([torch.as_tensor(value) for value in values])

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._arrays import as_float64
+from ._arrays import Array, as_float64
 
 __all__ = [
     "apply_to_positions",
@@ -62,27 +62,27 @@ def apply_to_cell(cell: np.ndarray, g: np.ndarray) -> np.ndarray:
 # the calculator and the torch-sim model share them.
 
 
-def rotate_forces(forces, g):
+def rotate_forces(forces: Array, g: Array) -> Array:
     """``rho(g) F = F g^T``; ``g`` may be (3, 3) or stacked (M, 3, 3)."""
     forces = as_float64(forces)
     g = as_float64(g, like=forces)
     return forces @ g.swapaxes(-1, -2)
 
 
-def back_rotate_forces(forces, g):
+def back_rotate_forces(forces: Array, g: Array) -> Array:
     """``rho(g)^-1 F = F g``; (N, 3) with (3, 3), or (M, N, 3) with (M, 3, 3)."""
     forces = as_float64(forces)
     return forces @ as_float64(g, like=forces)
 
 
-def rotate_stress(stress, g):
+def rotate_stress(stress: Array, g: Array) -> Array:
     """``rho(g) S = g S g^T`` for 3x3 stress (stacked or not)."""
     stress = as_float64(stress)
     g = as_float64(g, like=stress)
     return g @ stress @ g.swapaxes(-1, -2)
 
 
-def back_rotate_stress(stress, g):
+def back_rotate_stress(stress: Array, g: Array) -> Array:
     """``rho(g)^-1 S = g^T S g`` for 3x3 stress (stacked or not)."""
     stress = as_float64(stress)
     g = as_float64(g, like=stress)
@@ -92,7 +92,7 @@ def back_rotate_stress(stress, g):
 _VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
 
-def voigt_to_matrix(voigt: np.ndarray) -> np.ndarray:
+def voigt_to_matrix(voigt: Array) -> Array:
     """ASE Voigt ``(xx, yy, zz, yz, xz, xy)`` to a symmetric 3x3 matrix."""
     v = np.asarray(voigt, dtype=np.float64)
     xx, yy, zz, yz, xz, xy = (v[..., k] for k in range(6))
@@ -106,7 +106,7 @@ def voigt_to_matrix(voigt: np.ndarray) -> np.ndarray:
     )
 
 
-def matrix_to_voigt(matrix: np.ndarray) -> np.ndarray:
+def matrix_to_voigt(matrix: Array) -> Array:
     """3x3 to ASE Voigt order, symmetrising first (the mean of ij and ji)."""
     m = np.asarray(matrix, dtype=np.float64)
     sym = 0.5 * (m + np.swapaxes(m, -1, -2))

@@ -242,3 +242,20 @@ def test_auto_recheck_catches_a_structure_that_drifts_past_the_tolerance():
     assert any("now using" in str(w.message) for w in caught), [str(w.message) for w in caught]
     assert calc.quadrature.degree >= 4
     assert results["forces_residual_bound"] <= 1e-4
+
+
+def test_set_keeps_the_climbed_rule_unless_a_policy_option_changes(cu4):
+    """set(raw=...) drops the old results but keeps the rule auto climbed to (no new
+    climb); set(tolerance=...) starts the policy afresh and says so."""
+    calc = SymmetrizedCalculator(_model((6, 0.05, "pair")), quadrature="auto", tolerance=1e-6)
+    _forces(calc, cu4)
+    policy = calc._policy
+    calc.set(raw=False)
+    assert calc._policy is policy and calc.results == {}
+    _, results = _forces(calc, cu4)
+    assert results["evaluations"] == len(calc.quadrature)  # the kept rule, no climb
+    with pytest.warns(UserWarning, match=r"set\(tolerance\): the rule policy starts afresh"):
+        calc.set(tolerance=1e-5)
+    assert calc._policy is not policy
+    with pytest.raises(TypeError, match="did you mean 'tolerance'"):
+        calc.set(tolerence=1e-3)

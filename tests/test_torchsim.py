@@ -208,6 +208,10 @@ def test_symmetrized_model_in_static_optimize_and_langevin(orb):
     assert len(static) == 2 and "forces_equivariance_error" in static[0]
     relaxed = ts.optimize(system=systems, model=model, optimizer=ts.Optimizer.fire, max_steps=3)
     assert relaxed.n_systems == 2
+    # FIRE went downhill on both systems, on the symmetrized energy
+    before = model(ts.io.atoms_to_state(systems, device="cpu", dtype=torch.float32))["energy"]
+    after = model(relaxed)["energy"]
+    assert (after < before).all(), (before, after)
     hot = ts.integrate(
         system=systems,
         model=model,
@@ -227,9 +231,20 @@ def test_symmetrized_model_modes_and_residual(orb):
     residual = SymmetrizedModel(orb, quadrature="group:O", residual=True)
     output = residual(state)
     assert output["forces_residual"].shape == (1,) and output["forces_residual"][0] > 0
-    auto = SymmetrizedModel(orb, quadrature="auto", tolerance=1.0)
+    auto = SymmetrizedModel(orb, quadrature="auto", tolerance=0.05)
     output = auto(state)
-    assert auto.quadrature.name and "forces_residual" in output
+    # the rule kept meets the tolerance, and the cheaper one below it did not
+    assert output["forces_residual_bound"][0] <= 0.05
+    assert torch.allclose(output["forces_residual_bound"], 3 * output["forces_residual"])
+    rung = auto.policy.rung
+    if rung > 0:
+        cheaper = SymmetrizedModel(
+            orb,
+            quadrature=auto.policy.ladder[rung - 1][0],
+            residual=True,
+            inversion=auto.policy.ladder[rung - 1][1],
+        )
+        assert cheaper(state)["forces_residual_bound"][0] > 0.05 / 3
 
 
 def test_errors_name_the_fix(orb, tmp_path, monkeypatch):

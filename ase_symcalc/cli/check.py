@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from ._common import (
     CommandError,
@@ -70,7 +71,7 @@ def run_check(args) -> int:
         atoms = frame.copy()
         atoms.calc = probe
         _first_evaluation(atoms, f"frame {index} of {args.dataset}")
-        entry = {
+        entry: dict[str, Any] = {
             "frame": index,
             "atoms": len(atoms),
             "residual": {

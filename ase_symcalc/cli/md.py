@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -194,7 +195,7 @@ def read_log(path) -> dict[str, np.ndarray]:
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
     names = [name.split(" [")[0] for name in rows[0]]
-    data = {name: [] for name in names}
+    data: dict[str, list[str]] = {name: [] for name in names}
     for row in rows[1:]:
         if len(row) != len(names):  # a line cut by a killed run
             continue
@@ -220,7 +221,7 @@ def summarize(log: dict, n_atoms: int) -> dict:
     is unbiased for the run's mean squared error; ``rms_stderr`` is its
     block standard error carried through the square root.
     """
-    summary = {"logged_steps": int(len(log["step"]))}
+    summary: dict[str, Any] = {"logged_steps": int(len(log["step"]))}
     for name in (
         "energy_equivariance_error",
         "forces_equivariance_error",
@@ -232,7 +233,7 @@ def summarize(log: dict, n_atoms: int) -> dict:
         if name not in log:  # logs written before the column existed
             continue
         values = log[name][np.isfinite(log[name])]
-        stats = {"count": int(len(values))}
+        stats: dict[str, Any] = {"count": int(len(values))}
         if len(values):
             rms = float(np.sqrt(np.mean(values**2)))
             square_stderr = block_standard_error(values**2)
@@ -308,8 +309,9 @@ def _restart_state(directory: Path):
     if not trajectory.is_file() or not log_file.is_file():
         raise CommandError(f"cannot restart: '{directory}' has no trajectory.extxyz and log.csv")
     checkpoint = load_checkpoint(directory / CHECKPOINT)
+    frames: list
     try:
-        frames = read(trajectory, ":")
+        frames = list(read(trajectory, ":"))
     except Exception:  # a frame cut by a killed run: keep the complete ones
         frames = _read_complete_frames(trajectory)
     if checkpoint is not None:
@@ -386,7 +388,7 @@ def save_checkpoint(path: Path, atoms, step: int, dyn, options: dict | None = No
     arrays["meta"] = np.array(json.dumps(meta))
     partial = path.with_name(path.name + ".part")
     with open(partial, "wb") as handle:
-        np.savez(handle, **arrays)
+        np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub: allow_pickle
     os.replace(partial, path)
 
 
@@ -578,7 +580,7 @@ def run_md(args) -> int:
         if step % (args.interval * inner) == 0:
             log_step()
 
-    stop = {}
+    stop: dict[str, int] = {}
 
     def on_signal(signum, frame):
         stop.setdefault("signal", signum)

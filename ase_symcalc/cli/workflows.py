@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from ase.calculators.calculator import Calculator
 
 from ._common import (
     CommandError,
@@ -137,7 +138,7 @@ def _calculators(args) -> dict:
         )
     except ValueError as error:
         raise CommandError(str(error)) from error
-    calculators = {"raw": raw, "symmetrized": sym}
+    calculators: dict[str, Calculator] = {"raw": raw, "symmetrized": sym}
     if args.structure_symmetry:
         calculators["symmetrized-o3"] = O3OnlyView(sym)
     if args.reference:

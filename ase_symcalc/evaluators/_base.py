@@ -16,6 +16,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from ase import Atoms
 
+from .._arrays import Array
+
 __all__ = [
     "Evaluator",
     "NonFiniteOutputError",
@@ -33,6 +35,8 @@ class NonFiniteOutputError(ValueError):
         self.name = name
         self.copy = copy
         self.atom = atom
+        #: the MD step at which it happened, where a driver knows it
+        self.step: int | None = None
 
 
 @dataclass
@@ -41,17 +45,18 @@ class StackedOutputs:
 
     energy : (M,) eV; forces : (M, N, 3) eV/Å; stress : (M, 3, 3) eV/Å^3
     (full matrix, possibly asymmetric for direct-stress models); energies :
-    (M, N) eV. Absent properties are None. ``direct_forces`` and
+    (M, N) eV. Absent properties are None. numpy arrays from the evaluators,
+    torch tensors inside the torch-sim model. ``direct_forces`` and
     ``direct_stress`` hold a model's direct (non-conservative) predictions when
     ``forces`` and ``stress`` are the conservative ones and the model has both.
     """
 
-    energy: np.ndarray
-    forces: np.ndarray | None = None
-    stress: np.ndarray | None = None
-    energies: np.ndarray | None = None
-    direct_forces: np.ndarray | None = None
-    direct_stress: np.ndarray | None = None
+    energy: Array
+    forces: Array | None = None
+    stress: Array | None = None
+    energies: Array | None = None
+    direct_forces: Array | None = None
+    direct_stress: Array | None = None
 
     def __len__(self) -> int:
         return len(self.energy)

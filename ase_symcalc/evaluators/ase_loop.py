@@ -115,7 +115,7 @@ class ASECalculatorEvaluator:
             if name in self.calculator.implemented_properties
         ]
         n_atoms = len(atoms)
-        stacks = {name: [] for name in properties + optional}
+        stacks: dict[str, list[np.ndarray]] = {name: [] for name in properties + optional}
         for index, g in enumerate(matrices):
             copy = rotated_atoms(atoms, g)
             try:
@@ -148,7 +148,8 @@ class ASECalculatorEvaluator:
                 stacks[name].append(value)
         stacked = {name: np.stack(values) for name, values in stacks.items()}
         return StackedOutputs(
-            energy=stacked.get("energy"),
+            # a caller that asked for forces only gets NaN energies, not None
+            energy=stacked["energy"] if "energy" in stacked else np.full(len(matrices), np.nan),
             forces=stacked.get("forces"),
             stress=stacked.get("stress"),
             energies=stacked.get("energies"),
@@ -157,9 +158,9 @@ class ASECalculatorEvaluator:
 
 def _stress_as_matrix(value: np.ndarray, name: str, index: int) -> np.ndarray:
     if value.shape == (6,):
-        return voigt_to_matrix(value)
+        return np.asarray(voigt_to_matrix(value))
     if value.shape == (3, 3):
-        return value
+        return np.asarray(value)
     raise ValueError(
         f"{name} returned 'stress' with shape {value.shape} for rotated copy "
         f"{index}, expected Voigt (6,) or (3, 3)"

@@ -236,7 +236,7 @@ class MetatomicEvaluator:
         batch_size = int(batch_size or self.batch_size)
         shared = self._prepare(atoms)
         names = ("energy", "forces", "stress", "energies", "direct_forces", "direct_stress")
-        chunks = {name: [] for name in names}
+        chunks: dict[str, list] = {name: [] for name in names}
         for start in range(0, len(matrices), batch_size):
             batch = matrices[start : start + batch_size]
             try:
@@ -312,7 +312,7 @@ class MetatomicEvaluator:
         options = ModelEvaluationOptions(
             length_unit="angstrom", outputs=requested, selected_atoms=None
         )
-        chunks = {name: [] for name in [*names, *properties]}
+        chunks: dict[str, list] = {name: [] for name in [*names, *properties]}
         for start in range(0, len(matrices), batch_size):
             batch = matrices[start : start + batch_size]
             with torch.inference_mode():

@@ -151,7 +151,7 @@ class TorchSimEvaluator:
                 "model.named_modules() works)"
             )
         n_copies, n_atoms = len(matrices), len(atoms)
-        recorded = {name: [] for name in names}
+        recorded: dict[str, list] = {name: [] for name in names}
 
         def record(name):
             def hook(module, inputs, output):

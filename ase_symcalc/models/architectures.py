@@ -132,7 +132,12 @@ def _mace(path: Path, device, dtype):
     import torch
     from torch_sim.models.mace import MaceModel
 
-    return MaceModel(str(path), device=device, dtype=dtype or torch.float64)
+    # torch-sim's stubs see MaceModel as a fallback class when mace is absent
+    return MaceModel(  # type: ignore[abstract]
+        str(path),  # type: ignore[arg-type]
+        device=device,
+        dtype=dtype or torch.float64,
+    )
 
 
 def _metatomic(path: Path, device, dtype):

@@ -340,13 +340,13 @@ def _upstream_file(model: NamedModel) -> Path | None:
         hub = _hugging_face_cache()
         snapshots = hub / "models--lab-cosmo--upet" / "snapshots"
         if snapshots.is_dir():
-            found = [_glob_newest(s / "models", model.file) for s in snapshots.iterdir()]
-            found = [f for f in found if f is not None]
+            candidates = [_glob_newest(s / "models", model.file) for s in snapshots.iterdir()]
+            found = [f for f in candidates if f is not None]
             return max(found, key=_version_key) if found else None
         return None
-    cache = model.extra.get("cache")
-    if cache:
-        return _glob_newest(Path(cache).expanduser(), model.file)
+    upstream_cache = model.extra.get("cache")
+    if upstream_cache:
+        return _glob_newest(Path(upstream_cache).expanduser(), model.file)
     return None
 
 

@@ -91,7 +91,8 @@ def random_mace(seed: int = 0, *, device="cpu", dtype=None, atomic_numbers=(29,)
         atomic_inter_scale=1.0,
         atomic_inter_shift=0.0,
     )
-    return MaceModel(model.to(dtype), device=device, dtype=dtype)
+    # torch-sim's stubs see MaceModel as a fallback class when mace is absent
+    return MaceModel(model.to(dtype), device=device, dtype=dtype)  # type: ignore[abstract, arg-type]
 
 
 def shipped_pet(name: str = "pet-cu-emt", *, device="cpu"):

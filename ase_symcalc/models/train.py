@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ase import Atoms, units
@@ -390,7 +391,7 @@ def parse_hypers(items: list[str]) -> dict:
     """``["d_pet=64", "cutoff=5.0"]`` -> ``PET_HYPERS`` with those values replaced."""
     import ast
 
-    hypers = dict(PET_HYPERS)
+    hypers: dict[str, Any] = dict(PET_HYPERS)
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -471,7 +472,8 @@ def main(argv=None) -> int:
         "--no-evaluate", action="store_true", help="skip the held-out evaluation (pilot runs)"
     )
     args = parser.parse_args(argv)
-    recipe = {"learning_rate": 3e-4, "data_scale": 1.0, **RECIPES[args.recipe]}
+    # a recipe mixes numbers, flags and lists of stages: read by key below
+    recipe: dict[str, Any] = {"learning_rate": 3e-4, "data_scale": 1.0, **RECIPES[args.recipe]}
     if args.learning_rate is not None:
         recipe["learning_rate"] = args.learning_rate
     if args.data_scale is not None:
@@ -515,7 +517,7 @@ def main(argv=None) -> int:
         options = render_options(args.seed, epochs, max(epochs // 10, 1), hypers, **stage1)
         (work / "options.yaml").write_text(options)
         _mtt_train(work, "options.yaml", "model-stage1.pt" if stages else "model.pt")
-    checkpoint = args.finetune_from or (
+    checkpoint: Any = args.finetune_from or (
         _checkpoint(work, recipe["finetune_from_epoch"]) if stages else None
     )
     if not 2 <= args.start_stage <= len(stages) + 1 and stages:

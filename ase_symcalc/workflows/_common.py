@@ -87,7 +87,8 @@ def check_supercell(supercell, *, largest: int = 20) -> tuple[int, int, int]:
             f"supercell must be three integers from 1 to {largest}, got {supercell!r} "
             "(e.g. (3, 3, 3) for a conventional fcc cell)"
         )
-    return tuple(int(n) for n in values)
+    first, second, third = (int(n) for n in values)
+    return first, second, third
 
 
 def spacegroups(atoms: Atoms, tolerances=SYMPREC) -> dict[str, str]:

@@ -74,7 +74,7 @@ def elastic_tensors(
         raise ValueError(
             f"strain {strains[-1]:g} is beyond the linear response (10%); use e.g. 0.005, 0.01"
         )
-    estimates = {name: [] for name in calculators}
+    estimates: dict[str, list] = {name: [] for name in calculators}
     for delta in strains:
         c = {name: np.zeros((6, 6)) for name in calculators}
         for j in range(6):

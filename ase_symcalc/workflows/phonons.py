@@ -105,7 +105,7 @@ def _frequencies(calculators: dict, atoms, qpoints, *, supercell, displacement, 
     if not np.isfinite(qpoints).all():
         raise ValueError("qpoints must be finite")
     displaced = _phonopy(atoms, supercell, displacement).supercells_with_displacements
-    forces = {name: [] for name in calculators}
+    forces: dict[str, list] = {name: [] for name in calculators}
     for cell in displaced:
         for name, calculator in calculators.items():
             forces[name].append(_forces(calculator, cell))
