@@ -180,7 +180,9 @@ def test_the_bound_covers_the_leak_in_95_of_100_orientations(cu8):
     assert np.median(bounds / leaks) < 6
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(
+    "seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)]
+)
 def test_auto_never_stops_below_the_degree_of_the_anisotropy(cu4, seed):
     """A degree-10 term: every rule below degree 10 leaves it (group:I has
     invariants there); whatever the seed of the residual's orientations, auto

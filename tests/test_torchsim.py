@@ -160,8 +160,10 @@ def test_one_batched_call_equals_copies_one_by_one(name, orb, pet):
     single = TorchSimEvaluator(model, batch_size=1).evaluate(
         atoms, rule.matrices, ["energy", "forces"]
     )
+    # float32 models: a batch sums in another order than one copy (PET's
+    # energies differ by up to 1e-6 eV, a few float32 ulps of the total)
     np.testing.assert_allclose(batched.forces, single.forces, atol=2e-5)
-    np.testing.assert_allclose(batched.energy, single.energy, rtol=1e-6)
+    np.testing.assert_allclose(batched.energy, single.energy, rtol=1e-5, atol=1e-5)
 
 
 def test_symmetrized_model_md_of_three_systems(orb):
@@ -208,10 +210,15 @@ def test_symmetrized_model_in_static_optimize_and_langevin(orb):
     assert len(static) == 2 and "forces_equivariance_error" in static[0]
     relaxed = ts.optimize(system=systems, model=model, optimizer=ts.Optimizer.fire, max_steps=3)
     assert relaxed.n_systems == 2
-    # FIRE went downhill on both systems, on the symmetrized energy
-    before = model(ts.io.atoms_to_state(systems, device="cpu", dtype=torch.float32))["energy"]
-    after = model(relaxed)["energy"]
-    assert (after < before).all(), (before, after)
+    # FIRE starts from rest and moves along the symmetrized forces (the random
+    # model's direct forces are no energy gradient, so the energy need not drop)
+    start = ts.io.atoms_to_state(systems, device="cpu", dtype=torch.float32)
+    forces = model(start)["forces"]
+    step = relaxed.positions - start.positions
+    for system in range(2):
+        mask = start.system_idx == system
+        assert (step[mask] * forces[mask]).sum() > 0
+        assert step[mask].abs().max() > 0
     hot = ts.integrate(
         system=systems,
         model=model,

@@ -615,7 +615,7 @@ def run_md(args) -> int:
         stopped = error
     except NonFiniteOutputError as error:
         # raised in a step's own evaluation, or in the probe of a step being logged
-        step = getattr(error, "step", (dyn.nsteps + 1) * inner + step_offset)
+        step = error.step if error.step is not None else (dyn.nsteps + 1) * inner + step_offset
         where = ""
         if error.atom is not None:
             where = f" on atom {error.atom} ({atoms.get_chemical_symbols()[error.atom]})"
