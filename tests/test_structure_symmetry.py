@@ -423,3 +423,60 @@ def test_a_relaxation_reuses_the_operations_and_matches_a_fresh_search(monkeypat
     moved[0] = [1e-3, 0.0, 0.0]
     assert not symmetry_still_holds(symmetry, moved)
     assert symmetry_still_holds(symmetry, np.full((len(atoms), 3), 0.3))  # a rigid shift
+
+
+def _vacancy():
+    atoms = _fcc().repeat(3)
+    del atoms[0]
+    return atoms
+
+
+def _alloy():
+    atoms = _fcc().repeat(2)
+    atoms.numbers[[0, 5]] = 79  # two Au substituents
+    return atoms
+
+
+def _slab_adatom():
+    atoms = _slab()
+    atoms.append("Cu")
+    atoms.positions[-1] = atoms.positions[atoms.positions[:, 2].argmax()] + [0.0, 0.0, 2.1]
+    return atoms
+
+
+@pytest.mark.parametrize(
+    "build",
+    [_vacancy, _alloy, _fcc_defect, _slab, _slab_adatom, _hcp],
+    ids=["vacancy", "alloy", "fcc-defect", "slab", "slab-adatom", "hcp"],
+)
+def test_environment_classes_find_the_group_the_elements_find(build, monkeypatch):
+    """Issue 28: spglib / moyopy given the environment classes (linear in defect cells)
+    find the same group, the same operations and the same projections as given the
+    elements; the classes refine the elements and every operation keeps them."""
+    import ase_symcalc.structure_symmetry as module
+
+    atoms = build()
+    rng = np.random.default_rng(6)
+    forces, energies = rng.normal(size=(len(atoms), 3)), rng.normal(size=len(atoms))
+    stress = rng.normal(size=(3, 3))
+    stress = stress + stress.T
+    coloured = find_symmetry(atoms)
+    fingerprints = module._environment_fingerprints(
+        atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, 1e-5
+    )
+    classes = module._environment_classes(atoms.numbers, fingerprints)
+    for label in np.unique(classes):  # each class holds one element
+        assert len(np.unique(atoms.numbers[classes == label])) == 1
+    for perm in coloured.permutations:  # and every operation keeps the classes
+        np.testing.assert_array_equal(classes[perm], classes)
+    if build is _vacancy:  # the vacancy's 12 neighbours are a class of their own
+        assert 12 in np.bincount(classes)
+    monkeypatch.setattr(module, "COLOUR_BY_ENVIRONMENT", False)
+    elements = find_symmetry(atoms)
+    assert coloured.group == elements.group and len(coloured) == len(elements)
+    for project, values in (
+        (symmetrize_forces, forces),
+        (symmetrize_stress, stress),
+        (symmetrize_per_atom, energies),
+    ):
+        np.testing.assert_allclose(project(values, coloured), project(values, elements), atol=1e-12)
