@@ -197,10 +197,9 @@ def rotational_symmetry_walk(
 
 def plot_checks(report: dict, output) -> None:
     """Arena MAE against angle and walk ``|dF|`` against relative angle, raw vs symmetrized."""
-    import matplotlib
+    from ._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the checks plot")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for index, entry in enumerate(report["frames"]):

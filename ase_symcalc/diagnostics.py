@@ -216,10 +216,9 @@ def feature_fractions(
 
 def plot_fractions(result: CharacterFractions, output, title: str = "") -> None:
     """Heatmap of the fractions: one row per block (layer or output), one column per channel."""
-    import matplotlib
+    from ._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the character-fraction heatmap")
 
     channels = result.channels()
     rows = list(result.fractions)

@@ -492,12 +492,17 @@ def _only_identity_fixes_every_atom(positions, cell, pbc, tolerance) -> bool:
     rotations = _lattice_rotations(lattice.tobytes(), tolerance)
     if rotations is None:
         return False
-    others = ~np.all(rotations == np.eye(3, dtype=rotations.dtype), axis=(1, 2))
-    delta = np.einsum("gab,nb->gna", rotations[others], scaled) - scaled
-    delta -= delta[:, :1]  # the translation that fixes atom 0
-    delta[..., pbc] -= np.round(delta[..., pbc])
-    worst = np.linalg.norm(delta @ lattice, axis=-1).max(axis=1)
-    return not np.any(worst <= 3.0 * tolerance)
+    candidates = rotations[~np.all(rotations == np.eye(3, dtype=rotations.dtype), axis=(1, 2))]
+    # the first 16 atoms rule out almost every rotation; the rest only for survivors
+    for atoms in (scaled[:16], scaled):
+        delta = np.einsum("gab,nb->gna", candidates, atoms) - atoms
+        delta -= delta[:, :1]  # the translation that fixes atom 0
+        delta[..., pbc] -= np.round(delta[..., pbc])
+        worst = np.linalg.norm(delta @ lattice, axis=-1).max(axis=1)
+        candidates = candidates[worst <= 3.0 * tolerance]
+        if len(candidates) == 0:
+            return True
+    return False
 
 
 @functools.lru_cache(maxsize=16)

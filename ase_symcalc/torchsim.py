@@ -79,6 +79,10 @@ class SymmetrizedModel(ModelInterface):
     remove_net_force :
         Remove the net force of every back-rotated copy (direct-force models
         predict a small spurious one that makes the centre of mass drift).
+        ``None`` (default, as in ``SymmetrizedCalculator``): as the wrapped
+        model's own front end does, which in torch-sim is off here (the
+        metatomic torch-sim model removes it itself, before the copies are
+        averaged; metatomic-ase does not, so the calculator does it there).
     residual :
         Also estimate the residual per system (two more passes over the rule
         in Haar-random orientations, as in ``SymmetrizedCalculator``):
@@ -109,7 +113,7 @@ class SymmetrizedModel(ModelInterface):
         tolerance: float | None = None,
         recheck: int | None = 100,
         batch_size: int | None = None,
-        remove_net_force: bool = False,
+        remove_net_force: bool | None = None,
         residual: bool = False,
         probe_interval: int = PROBE_INTERVAL,
         probe_orientations: int = 1,
@@ -139,7 +143,7 @@ class SymmetrizedModel(ModelInterface):
         )
         self._systems_seen = None
         self.batch_size = batch_size
-        self.remove_net_force = remove_net_force
+        self.remove_net_force = bool(remove_net_force)  # None: off (see above)
         self.residual = residual
         self._device = model.device
         self._dtype = model.dtype

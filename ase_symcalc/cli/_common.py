@@ -266,3 +266,18 @@ def _read_frames(dataset):
 
 def _meV(value):
     return "n/a" if value is None else f"{1e3 * value:.2f}"
+
+
+def save_plot(plot, *args, **kwargs) -> str:
+    """Run ``plot(*args, **kwargs)``; without matplotlib the command still succeeds
+    (its numbers are written) and says, in one line, how to get the figure.
+    Returns " and FIGURE" for the command's "wrote ..." line, or ""."""
+    from .._optional import MissingExtraError
+
+    figure = next((a for a in args if isinstance(a, (str, Path))), None)
+    try:
+        plot(*args, **kwargs)
+    except MissingExtraError as error:
+        print(f"ase-symcalc: no figure: {error}", file=sys.stderr)
+        return ""
+    return f" and {figure}"

@@ -15,6 +15,7 @@ from ._common import (
     _rule_kwargs,
     add_model_options,
     add_output_options,
+    save_plot,
 )
 
 
@@ -97,8 +98,8 @@ def run_check(args) -> int:
     _print_checks(report)
     prefix = Path(args.output)
     prefix.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_checks(report, prefix.with_suffix(".png"))
-    print(f"wrote {prefix.with_suffix('.json')} and {prefix.with_suffix('.png')}")
+    figure = save_plot(plot_checks, report, prefix.with_suffix(".png"))
+    print(f"wrote {prefix.with_suffix('.json')}{figure}")
     return 0
 
 

@@ -15,6 +15,7 @@ from ._common import (
     _rule_kwargs,
     add_model_options,
     add_output_options,
+    save_plot,
 )
 
 
@@ -96,8 +97,8 @@ def run_compare(args) -> int:
         for row in rows:
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
     _print_compare(rows)
-    _plot_compare(rows, output.with_suffix(".png"))
-    print(f"wrote {output.with_suffix('.csv')} and {output.with_suffix('.png')}")
+    figure = save_plot(_plot_compare, rows, output.with_suffix(".png"))
+    print(f"wrote {output.with_suffix('.csv')}{figure}")
     return 0
 
 
@@ -129,10 +130,9 @@ def _print_compare(rows):
 
 
 def _plot_compare(rows, output: Path):
-    import matplotlib
+    from .._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the compare plot")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     frames = [row["frame"] for row in rows]

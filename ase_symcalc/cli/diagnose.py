@@ -13,6 +13,7 @@ from ._common import (
     _rule_kwargs,
     add_model_options,
     add_output_options,
+    save_plot,
 )
 
 
@@ -85,8 +86,10 @@ def run_diagnose(args) -> int:
     report["residual"] = result.residual
     prefix = Path(args.output)
     prefix.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_fractions(result, prefix.with_suffix(".png"), title=f"{Path(model_path).name}")
-    print(f"wrote {prefix.with_suffix('.json')} and {prefix.with_suffix('.png')}")
+    figure = save_plot(
+        plot_fractions, result, prefix.with_suffix(".png"), title=f"{Path(model_path).name}"
+    )
+    print(f"wrote {prefix.with_suffix('.json')}{figure}")
     return 0
 
 

@@ -29,6 +29,7 @@ from ._common import (
     _thermalize,
     add_model_options,
     add_output_options,
+    save_plot,
 )
 
 MD_EXAMPLES = """\
@@ -264,10 +265,9 @@ def summarize(log: dict, n_atoms: int) -> dict:
 
 def plot_log(log: dict, output: Path, title: str = ""):
     """Three panels: energies raw vs symmetrized, equivariance errors, temperature."""
-    import matplotlib
+    from .._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the MD log plot")
 
     t = log["time_fs"] / 1000.0
     fig, axes = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
@@ -668,7 +668,9 @@ def run_md(args) -> int:
     if stopped is not None:
         summary["stopped"] = str(stopped)
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_log(log, output / "equivariance.png", title=f"{summary['structure']}, {args.mode}")
+    save_plot(
+        plot_log, log, output / "equivariance.png", title=f"{summary['structure']}, {args.mode}"
+    )
     if stopped is not None:
         print(f"ase-symcalc md: {stopped}", file=sys.stderr)
         return stopped.code
@@ -691,8 +693,8 @@ def run_plot(args) -> int:
     except Exception as error:
         raise CommandError(f"cannot read '{log_file}' as an ase-symcalc log: {error}") from error
     output = Path(args.output) if args.output else log_file.with_name("equivariance.png")
-    plot_log(log, output, title=str(log_file))
-    print(f"wrote {output}")
+    if save_plot(plot_log, log, output, title=str(log_file)):
+        print(f"wrote {output}")
     return 0
 
 

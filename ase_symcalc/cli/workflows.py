@@ -24,6 +24,7 @@ from ._common import (
     _rule_kwargs,
     add_model_options,
     add_output_options,
+    save_plot,
 )
 
 __all__ = ["add_parser", "HANDLERS"]
@@ -195,7 +196,7 @@ def run_phonons(args) -> int:
     report["rule"] = _rule_name(calculators)
     _prepare_output(output, args.overwrite)
     (output / "phonons.json").write_text(json.dumps(report, indent=1) + "\n")
-    plot_bands(report, list(calculators), output / "bands.png")
+    save_plot(plot_bands, report, list(calculators), output / "bands.png")
     names = list(calculators)
     keys = sorted({k for name in names for k in report[name]["splittings_THz"]})
     print(f"largest splitting of degenerate branches (THz), rule {report['rule']}")
@@ -233,7 +234,7 @@ def run_elastic(args) -> int:
         bar.close()
     _prepare_output(output, args.overwrite)
     (output / "elastic.json").write_text(json.dumps(report, indent=1) + "\n")
-    _plot_elastic(report, list(calculators), output / "elastic.png")
+    save_plot(_plot_elastic, report, list(calculators), output / "elastic.png")
     names = list(calculators)
     print(f"elastic constants (GPa), rule {report['rule']}")
     print(f"{'':22s}" + "".join(f"{name:>16s}" for name in names))
@@ -249,10 +250,9 @@ def run_elastic(args) -> int:
 
 
 def _plot_elastic(report, names, output) -> None:
-    import matplotlib
+    from .._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the elastic constants plot")
 
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):

@@ -28,8 +28,10 @@ LINE_FRACTIONS = (0.25, 0.5, 0.75)
 
 
 def _phonopy(atoms: Atoms, supercell, displacement: float):
-    from phonopy import Phonopy
-    from phonopy.structure.atoms import PhonopyAtoms
+    from .._optional import require
+
+    Phonopy = require("phonopy", "phonons (phonon_report, ase-symcalc phonons)").Phonopy
+    PhonopyAtoms = require("phonopy.structure.atoms", "phonons").PhonopyAtoms
 
     unit = PhonopyAtoms(
         symbols=atoms.get_chemical_symbols(),
@@ -214,10 +216,9 @@ def phonon_report(
 
 def plot_bands(report: dict, names, output) -> None:
     """The band structures of several calculators overlaid."""
-    import matplotlib
+    from .._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the phonon band plot")
 
     axis = report["band_axis"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
