@@ -25,6 +25,7 @@ __all__ = [
     "equivariance_rmse",
     "per_atom_rmse",
     "pooled_residual",
+    "pooled_residual_per_atom",
     "residual_rmse",
     "weighted_mean",
     "weighted_variance",
@@ -90,6 +91,22 @@ def residual_rmse(first: Array, second: Array) -> Scalar:
     return _scalar(sqrt((difference * difference).mean() / 2.0), first)
 
 
+def _pooled_squares(averages: list[Array], improper: list[bool], reduce):
+    """``reduce(difference) / 2`` over every pair of ``averages``, the pairs of
+    proper and of improper relative orientation averaged separately and the two
+    means averaged (see ``pooled_residual``)."""
+    if len(averages) < 2 or len(averages) != len(improper):
+        raise ValueError("pooled residuals need >= 2 averages and one parity flag per average")
+    classes: dict[bool, list] = {False: [], True: []}
+    for i in range(len(averages)):
+        first = as_float64(averages[i])
+        for j in range(i + 1, len(averages)):
+            difference = first - as_float64(averages[j], like=first)
+            classes[bool(improper[i]) != bool(improper[j])].append(reduce(difference) / 2.0)
+    means = [sum(squares) / len(squares) for squares in classes.values() if squares]
+    return sum(means) / len(means)
+
+
 def pooled_residual(averages: list[Array], improper: list[bool]) -> Scalar:
     """Residual of a symmetrized output from one rule's averages in several orientations.
 
@@ -103,18 +120,16 @@ def pooled_residual(averages: list[Array], improper: list[bool]) -> Scalar:
     averaged before the root (each pair's square is unbiased). Returns an RMSE
     per component, a float for numpy and a 0-d tensor for torch input.
     """
-    if len(averages) < 2 or len(averages) != len(improper):
-        raise ValueError("pooled_residual needs >= 2 averages and one parity flag per average")
-    classes: dict[bool, list] = {False: [], True: []}
-    for i in range(len(averages)):
-        first = as_float64(averages[i])
-        for j in range(i + 1, len(averages)):
-            difference = first - as_float64(averages[j], like=first)
-            classes[bool(improper[i]) != bool(improper[j])].append(
-                (difference * difference).mean() / 2.0
-            )
-    means = [sum(squares) / len(squares) for squares in classes.values() if squares]
-    return _scalar(sqrt(sum(means) / len(means)), as_float64(averages[0]))
+    squares = _pooled_squares(averages, improper, lambda d: (d * d).mean())
+    return _scalar(sqrt(squares), as_float64(averages[0]))
+
+
+def pooled_residual_per_atom(forces: list[Array], improper: list[bool]) -> Array:
+    """Per-atom residual of symmetrized forces ``(N, 3)`` from one rule's averages in
+    several orientations, pooled as ``pooled_residual``: the estimated length of
+    each atom's force error vector (eV/Å), shape ``(N,)``, same array type."""
+    squares = _pooled_squares(forces, improper, lambda d: (d * d).sum(axis=-1))
+    return sqrt(squares)
 
 
 def block_standard_error(values: np.ndarray, blocks: int = 10) -> float:

@@ -42,7 +42,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from ._torchsim_copies import copies_state, run_model
 from ._warnings import EquivarianceWarning, warn_user
 from .evaluators import StackedOutputs
-from .metrics import pooled_residual
+from .metrics import pooled_residual, pooled_residual_per_atom
 from .rule_policy import CALM_PROBES, PROBE_INTERVAL, RulePolicy, forces_metric
 from .symmetrize import estimate_equivariance_errors, symmetrize, with_errors_of
 
@@ -65,7 +65,7 @@ class SymmetrizedModel(ModelInterface):
     model :
         The inner torch-sim ``ModelInterface`` (Orb, MACE, metatomic PET, a
         ``SumModel``, ...). Device and dtype are the inner model's.
-    quadrature, inversion, orientation, mode, seed, tolerance, recheck :
+    quadrature, inversion, orientation, mode, seed, tolerance, tolerance_per_atom, recheck :
         The rule and its policy, as in ``SymmetrizedCalculator`` (default
         ``"group:I"`` with inversion: 120 copies per system, exact to degree 5;
         ``"auto"``: the cheapest rule of the ladder whose forces residual bound
@@ -86,8 +86,8 @@ class SymmetrizedModel(ModelInterface):
     residual :
         Also estimate the residual per system (two more passes over the rule
         in Haar-random orientations, as in ``SymmetrizedCalculator``):
-        ``energy_residual``, ``forces_residual``, ``stress_residual`` and
-        ``forces_residual_bound`` [S].
+        ``energy_residual``, ``forces_residual``, ``forces_residual_max_atom``,
+        ``stress_residual`` and ``forces_residual_bound`` [S].
     probe_interval, probe_orientations, calm_probes :
         ``mode="random"``, as in ``SymmetrizedCalculator``: one random O(3)
         element per call for the whole batch; every ``probe_interval`` calls
@@ -111,6 +111,7 @@ class SymmetrizedModel(ModelInterface):
         mode: str = "grid",
         seed: int | None = None,
         tolerance: float | None = None,
+        tolerance_per_atom: bool = False,
         recheck: int | None = 100,
         batch_size: int | None = None,
         remove_net_force: bool | None = None,
@@ -140,6 +141,7 @@ class SymmetrizedModel(ModelInterface):
             probe_orientations=probe_orientations,
             calm_probes=calm_probes,
             residual=residual,
+            tolerance_per_atom=tolerance_per_atom,
         )
         self._systems_seen = None
         self.batch_size = batch_size
@@ -375,17 +377,22 @@ class SymmetrizedModel(ModelInterface):
         counts = torch.bincount(state.system_idx, minlength=state.n_systems)
         if "forces" in averages[0]:
             order = torch.argsort(state.system_idx, stable=True)
-            per_system = []
+            per_system, worst_atom = [], []
             for atoms in torch.split(order, counts.tolist()):
-                per_system.append(pooled_residual([a["forces"][atoms] for a in averages], improper))
+                forces = [a["forces"][atoms] for a in averages]
+                per_system.append(pooled_residual(forces, improper))
+                worst_atom.append(pooled_residual_per_atom(forces, improper).max())
             residual["forces_residual"] = _stack(per_system)
+            residual["forces_residual_max_atom"] = _stack(worst_atom)
         if "stress" in averages[0]:
             stresses = torch.stack([a["stress"] for a in averages], dim=1)  # (S, K, 3, 3)
             residual["stress_residual"] = _stack(
                 [pooled_residual(list(s), improper) for s in stresses]
             )
         residual = {key: value.to(self.dtype) for key, value in residual.items()}
-        metric = forces_metric(residual.get("forces_residual"), residual["energy_residual"], counts)
+        metric = forces_metric(
+            residual.get(self.policy.metric_key), residual["energy_residual"], counts
+        )
         return float(metric.max()), residual
 
     def _climb(self, state) -> dict[str, torch.Tensor]:

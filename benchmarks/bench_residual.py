@@ -21,7 +21,9 @@ Parts (``--parts``; each is resumable, kept in the output once done):
   cosine, against the structure's own orientation), and the ratio of the
   worst rotation error to the two-orientation residual estimate ``auto``
   uses, over every choice of the estimate's orientations: the measurement
-  behind ``rule_policy.RESIDUAL_BOUND_FACTOR``. Also the cheapest rung whose
+  behind ``rule_policy.RESIDUAL_BOUND_FACTOR``; the same for the worst
+  atom's force change against the largest per-atom estimate
+  (``tolerance_per_atom=True``, ``rule_policy.ATOM_BOUND_FACTOR``). Also the cheapest rung whose
   every random orientation passes MLIP Arena's criteria (MAE and cosine), for
   each tolerance and target (O(3) with inversion, SO(3) without).
 - ``auto``: ``quadrature="auto"`` at tolerances 1e-2, 3e-3, 1e-3 and 3e-4
@@ -116,7 +118,7 @@ def part_calibration(evaluator, name, atoms):
     """Leaks, rotation errors and the bound's calibration per rung (see the docstring)."""
     import itertools
 
-    from ase_symcalc.metrics import pooled_residual
+    from ase_symcalc.metrics import pooled_residual, pooled_residual_per_atom
     from ase_symcalc.quadrature import get_quadrature
 
     averages = calibration_averages(evaluator, name, atoms)
@@ -125,6 +127,9 @@ def part_calibration(evaluator, name, atoms):
     exact = {"SO(3)": finest[1 : k + 1].mean(axis=0), "O(3)": finest[1:].mean(axis=0)}
     rows = []
     ratios = {"SO(3)": [], "O(3)": []}
+    # tolerance_per_atom: the worst atom's force change (length) over the largest
+    # per-atom estimate, the measurement behind rule_policy.ATOM_BOUND_FACTOR
+    ratios_atom = {"SO(3)": [], "O(3)": []}
     for spec, inversion in CALIBRATION_RUNGS:
         label = rung_label(spec, inversion)
         values = averages[label]
@@ -143,6 +148,7 @@ def part_calibration(evaluator, name, atoms):
                 continue
             difference = others - values[0]
             rotation_error = _rms(difference)
+            atom_error = np.linalg.norm(difference, axis=-1)  # (orientations, N)
             leak = _rms(np.concatenate([values[:1], others]) - exact[target])
             # the estimate auto makes: the structure's orientation and two more (O(3): the
             # first improper), over every choice; the worst rotation error of the rest
@@ -151,17 +157,20 @@ def part_calibration(evaluator, name, atoms):
             for i, j in itertools.product(first_pool, second_pool):
                 if i == j:
                     continue
-                estimate = pooled_residual(
-                    [values[0], others[i], others[j]], [False, flips[i], flips[j]]
-                )
+                chosen = [values[0], others[i], others[j]]
+                parities = [False, flips[i], flips[j]]
+                estimate = pooled_residual(chosen, parities)
                 rest = [m for m in range(len(others)) if m not in (i, j)]
                 ratios[target].append(float(rotation_error[rest].max() / estimate))
+                worst_atom = pooled_residual_per_atom(chosen, parities).max()
+                ratios_atom[target].append(float(atom_error[rest].max() / worst_atom))
             row[target] = {
                 "leak_rms": float(np.sqrt(np.mean(leak**2))),
                 "leak_max": float(leak.max()),
                 "rotation_error_rms": float(np.sqrt(np.mean(rotation_error**2))),
                 "rotation_error_max": float(rotation_error.max()),
                 "mae_max": float(np.abs(difference).mean(axis=(1, 2)).max()),
+                "atom_error_max": float(atom_error.max()),
                 "min_cosine": float(_min_cosines(values[:1].repeat(len(others), 0), others).min()),
             }
         rows.append(row)
@@ -185,7 +194,12 @@ def part_calibration(evaluator, name, atoms):
             ]
             best = min(passing, key=lambda row: row["evaluations"]) if passing else None
             cheapest[f"{target} {tolerance:.0e}"] = best["rule"] if best else None
-    return {"rules": rows, "ratios": ratios, "cheapest_passing": cheapest}
+    return {
+        "rules": rows,
+        "ratios": ratios,
+        "ratios_atom": ratios_atom,
+        "cheapest_passing": cheapest,
+    }
 
 
 def structures():
@@ -323,6 +337,7 @@ CHECK_SETUPS = {
     "group:I": dict(quadrature="group:I"),
     "auto:1e-3": dict(quadrature="auto", tolerance=1e-3),
     "auto:1e-3-SO(3)": dict(quadrature="auto", tolerance=1e-3, inversion=False),
+    "auto-per-atom:1e-3": dict(quadrature="auto", tolerance=1e-3, tolerance_per_atom=True),
 }
 
 
@@ -334,7 +349,7 @@ def part_checks(evaluator, name, atoms, axes, setups, walk_too):
     for label in setups:
         options = CHECK_SETUPS[label]
         calc = SymmetrizedCalculator(evaluator, raw=False, **options)
-        estimate = None
+        estimate = bound = None
         if label != "raw":
             probe = (
                 calc
@@ -345,6 +360,7 @@ def part_checks(evaluator, name, atoms, axes, setups, walk_too):
             copy.calc = probe
             copy.get_forces()
             estimate = probe.results["forces_residual"]
+            bound = probe.results["forces_residual_bound"]
         start_count = calc.evaluation_count
         arena = arena_force_equivariance(calc, atoms, axes=axes).summary()
         mirror = arena_force_equivariance(calc, atoms, axes=axes, improper=True).summary()
@@ -355,7 +371,7 @@ def part_checks(evaluator, name, atoms, axes, setups, walk_too):
             "arena_mirror": mirror,
             "walk": walk,
             "forces_residual": estimate,
-            "forces_residual_bound": None if estimate is None else 3.0 * estimate,
+            "forces_residual_bound": bound,
             "rule": calc.quadrature.name,
             "evaluations_per_call": (calc.evaluation_count - start_count) / calls,
         }
@@ -365,7 +381,7 @@ def part_checks(evaluator, name, atoms, axes, setups, walk_too):
             f"{'PASS' if arena['passed'] else 'fail'}; mirrors max "
             f"{1e3 * mirror['force_mae_max']:8.4f} {'PASS' if mirror['passed'] else 'fail'}; "
             + (f"walk |dF| max {1e3 * walk['forces_change_max']:.4f} meV/Å" if walk else "")
-            + (f"; bound {3e3 * estimate:.4f} meV/Å" if estimate else "")
+            + (f"; bound {1e3 * bound:.4f} meV/Å" if bound else "")
             + f"; {row['evaluations_per_call']:.1f} evaluations/call ({row['rule']})",
             flush=True,
         )
@@ -416,21 +432,25 @@ def plot(results, output):
 def calibration_summary(results) -> dict:
     """The ratio worst rotation error / estimate pooled over structures and rules."""
     summary = {}
-    for target in ("SO(3)", "O(3)"):
-        ratios = np.concatenate(
-            [
-                results[name]["calibration"]["ratios"][target]
-                for name in results
-                if "calibration" in results[name]
-            ]
-        )
-        if len(ratios):
-            summary[target] = {
-                "samples": len(ratios),
-                **{f"q{int(q * 100)}": float(np.quantile(ratios, q)) for q in (0.5, 0.95, 0.99)},
-                "max": float(ratios.max()),
-                "covered_at_3": float(np.mean(ratios <= 3.0)),
-            }
+    for key, factor, prefix in (("ratios", 3.0, ""), ("ratios_atom", 3.5, "per atom ")):
+        for target in ("SO(3)", "O(3)"):
+            ratios = np.concatenate(
+                [
+                    results[name]["calibration"].get(key, {}).get(target, [])
+                    for name in results
+                    if "calibration" in results[name]
+                ]
+            )
+            if len(ratios):
+                summary[prefix + target] = {
+                    "samples": len(ratios),
+                    **{
+                        f"q{int(q * 100)}": float(np.quantile(ratios, q)) for q in (0.5, 0.95, 0.99)
+                    },
+                    "max": float(ratios.max()),
+                    "factor": factor,
+                    "covered": float(np.mean(ratios <= factor)),
+                }
     return summary
 
 
@@ -480,12 +500,15 @@ def main(argv=None):
         for name in args.structures:
             atoms = all_structures[name]
             entry = results.setdefault(name, {"atoms": len(atoms)})
-            if part in entry:
+            # the checks part is resumable per setup: new setups join the ones done
+            setups = [s for s in args.setups if s not in entry.get("checks", {})]
+            if part in entry and not (part == "checks" and setups):
                 continue
             print(f"{name} ({len(atoms)} atoms, pbc {atoms.pbc.tolist()}): {part}", flush=True)
-            extra = {"rules": (args.seeds,), "checks": (args.axes, args.setups, args.walk)}
+            extra = {"rules": (args.seeds,), "checks": (args.axes, setups, args.walk)}
             extra = extra.get(part, ())
-            entry[part] = functions[part](evaluator, name, atoms, *extra)
+            done = functions[part](evaluator, name, atoms, *extra)
+            entry[part] = {**entry[part], **done} if part == "checks" and part in entry else done
             results["calibration_summary"] = calibration_summary(
                 {k: v for k, v in results.items() if k != "calibration_summary"}
             )

@@ -261,3 +261,76 @@ def test_set_keeps_the_climbed_rule_unless_a_policy_option_changes(cu4):
     assert calc._policy is not policy
     with pytest.raises(TypeError, match="did you mean 'tolerance'"):
         calc.set(tolerence=1e-3)
+
+
+def test_per_atom_residual_pools_like_the_rms_and_names_the_worst_atom():
+    from ase_symcalc.metrics import pooled_residual, pooled_residual_per_atom
+
+    rng = np.random.default_rng(7)
+    averages = [rng.normal(size=(6, 3)) for _ in range(3)]
+    improper = [False, True, False]
+    per_atom = pooled_residual_per_atom(averages, improper)
+    assert per_atom.shape == (6,)
+    # the RMS per component is the per-atom lengths' RMS over sqrt(3)
+    np.testing.assert_allclose(
+        pooled_residual(averages, improper), np.sqrt(np.mean(per_atom**2) / 3), rtol=1e-12
+    )
+    # two averages: each atom's error is half its difference, in length sqrt(2)-scaled
+    two = pooled_residual_per_atom(averages[:2], [False, False])
+    np.testing.assert_allclose(
+        two, np.linalg.norm(averages[0] - averages[1], axis=1) / np.sqrt(2), rtol=1e-12
+    )
+
+
+def test_tolerance_per_atom_bounds_every_atom_and_climbs_at_least_as_high(cu4):
+    model = _model((6, 0.05, "pair"))
+    kept = {}
+    for per_atom in (False, True):
+        calc = SymmetrizedCalculator(
+            model, quadrature="auto", tolerance=2e-3, tolerance_per_atom=per_atom, raw=False
+        )
+        _, results = _forces(calc, cu4)
+        kept[per_atom] = calc._policy.rung
+        worst = results["forces_residual_max_atom"]
+        assert worst >= results["forces_residual"]  # a length, and the largest one
+        factor = rule_policy_module.ATOM_BOUND_FACTOR if per_atom else 3.0
+        metric = worst if per_atom else results["forces_residual"]
+        assert results["forces_residual_bound"] == pytest.approx(factor * metric)
+        assert results["forces_residual_bound"] <= 2e-3
+    assert kept[True] >= kept[False]
+    with pytest.raises(ValueError, match="tolerance_per_atom=True sets what"):
+        SymmetrizedCalculator(EMT(), quadrature="group:I", tolerance_per_atom=True)
+    with pytest.raises(ValueError, match="True or False"):
+        SymmetrizedCalculator(EMT(), quadrature="auto", tolerance_per_atom="yes")
+    _, results = _forces(
+        SymmetrizedCalculator(model, quadrature="group:I", residual=True, tolerance_per_atom=True),
+        cu4,
+    )
+    assert results["forces_residual_bound"] == pytest.approx(
+        rule_policy_module.ATOM_BOUND_FACTOR * results["forces_residual_max_atom"]
+    )
+
+
+def test_the_per_atom_bound_covers_the_worst_atom_in_most_orientations(cu8):
+    """As the RMS bound's test, for the worst atom's force change (its length)."""
+    from scipy.spatial.transform import Rotation
+
+    from ase_symcalc.evaluators.ase_loop import rotated_atoms
+
+    model = _model((6, 0.02, "pair"))
+    options = dict(
+        quadrature="group:I", inversion=False, residual=True, raw=False, tolerance_per_atom=True
+    )
+    reference, _ = _forces(SymmetrizedCalculator(model, seed=999, **options), cu8)
+    errors, bounds = [], []
+    for seed in range(40):
+        rotation = Rotation.random(random_state=seed).as_matrix()
+        forces, results = _forces(
+            SymmetrizedCalculator(model, seed=seed, **options), rotated_atoms(cu8, rotation)
+        )
+        errors.append(np.linalg.norm(forces @ rotation - reference, axis=1).max())
+        bounds.append(results["forces_residual_bound"])
+    errors, bounds = np.array(errors), np.array(bounds)
+    assert np.median(errors) > 1e-4, "the test term is too small to see"
+    assert np.sum(errors <= bounds) >= 38, np.sort(errors / bounds)[-5:]
+    assert np.median(bounds / errors) < 6

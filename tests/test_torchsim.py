@@ -238,6 +238,14 @@ def test_symmetrized_model_modes_and_residual(orb):
     residual = SymmetrizedModel(orb, quadrature="group:O", residual=True)
     output = residual(state)
     assert output["forces_residual"].shape == (1,) and output["forces_residual"][0] > 0
+    # the worst atom's residual is a length: at least the RMS per component
+    assert (output["forces_residual_max_atom"] >= output["forces_residual"]).all()
+    per_atom = SymmetrizedModel(orb, quadrature="group:O", residual=True, tolerance_per_atom=True)(
+        state
+    )
+    assert torch.allclose(
+        per_atom["forces_residual_bound"], 3.5 * per_atom["forces_residual_max_atom"]
+    )
     auto = SymmetrizedModel(orb, quadrature="auto", tolerance=0.05)
     output = auto(state)
     # the rule kept meets the tolerance, and the cheaper one below it did not

@@ -87,7 +87,14 @@ def _add_rule_options(parser, default: str | None, *, default_text=None, toleran
         type=float,
         default=None,
         help=tolerance_text
-        or "with --quadrature auto: target forces residual in eV/Å (default 1e-3)",
+        or "with --quadrature auto: bound on the forces' rotation error in eV/Å, RMS over "
+        "atoms (default 1e-3)",
+    )
+    parser.add_argument(
+        "--tolerance-per-atom",
+        action="store_true",
+        help="with --quadrature auto: the tolerance bounds every atom's force change, not "
+        "the RMS (stricter; what per-atom tests such as MLIP Arena's cosine need)",
     )
     parser.add_argument(
         "--recheck",
@@ -111,6 +118,12 @@ def _rule_kwargs(args) -> dict:
         kwargs["tolerance"] = args.tolerance
     if args.quadrature.strip() == "auto":
         kwargs["recheck"] = args.recheck
+        if args.tolerance_per_atom:
+            kwargs["tolerance_per_atom"] = True
+    elif args.tolerance_per_atom:
+        raise ValueError(
+            "--tolerance-per-atom sets what --quadrature auto bounds; add --quadrature auto"
+        )
     return kwargs
 
 
