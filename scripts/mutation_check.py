@@ -68,10 +68,8 @@ MUTATIONS = {
     ),
     "residual-not-halved": (
         "ase_symcalc/metrics.py",
-        "            classes[bool(improper[i]) != bool(improper[j])].append(\n"
-        "                (difference * difference).mean() / 2.0\n",
-        "            classes[bool(improper[i]) != bool(improper[j])].append(\n"
-        "                (difference * difference).mean()\n",
+        ".append(reduce(difference) / 2.0)\n",
+        ".append(reduce(difference))\n",
         "the residual from a pair of averages is not halved (sqrt(2) too large)",
     ),
     "structure-permutation-inverted": (
@@ -143,8 +141,13 @@ def main(argv=None) -> int:
     unknown = sorted(set(args.names) - set(MUTATIONS))
     if unknown:
         parser.error(f"unknown mutations {unknown}; --list shows them")
+    names = args.names or list(MUTATIONS)
+    for name in names:  # every mutation still applies to this checkout, before any runs
+        path, original = MUTATIONS[name][:2]
+        if (ROOT / path).read_text().count(original) != 1:
+            parser.error(f"mutation {name!r}: its original text is not found once in {path}")
     survivors = 0
-    for name in args.names or list(MUTATIONS):
+    for name in names:
         caught, detail, elapsed = run(name, args.timeout)
         survivors += not caught
         print(f"{'caught  ' if caught else 'SURVIVED'} {name:36s} {elapsed:6.0f} s  {detail}")
