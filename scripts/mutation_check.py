@@ -50,8 +50,8 @@ MUTATIONS = {
     ),
     "missing-weight": (
         "ase_symcalc/metrics.py",
-        "    return (weights.reshape((-1,) + (1,) * (values.ndim - 1)) * values).sum(axis=0)",
-        "    return values.mean(axis=0)",
+        "    weighted = weights.reshape((-1,) + (1,) * (values.ndim - 1)) * values\n",
+        "    weighted = values / len(values)\n",
         "the weighted mean ignores the rule's weights",
     ),
     "cell-not-rotated": (
