@@ -667,20 +667,21 @@ class SymmetrizedCalculator(Calculator):
 
     def _residual(self, atoms, matrices, weights, wanted, averaged) -> dict:
         """The residual estimate: the same rule again in Haar-random orientations."""
+        evaluate, residuals = self._measure_callbacks(atoms, wanted)
+        return self._policy.measure(matrices, weights, averaged, evaluate, residuals)[1]
+
+    def _measure_callbacks(self, atoms, wanted):
+        """``(evaluate, residuals)`` for ``RulePolicy.measure`` and ``climb`` on ``atoms``:
+        the average over a rotated rule, and the residuals of several averages."""
         names = [name for name in wanted if name != "energies"]
 
         def evaluate(rotated, weights):
             return self._symmetrize(self._evaluate(atoms, rotated, names), rotated, weights, atoms)
 
-        return self._policy.measure(
-            matrices,
-            weights,
-            averaged,
-            evaluate,
-            lambda averages, improper: self._pooled(
-                averages, improper, len(atoms), self._policy.metric_key
-            ),
-        )[1]
+        def residuals(averages, improper):
+            return self._pooled(averages, improper, len(atoms), self._policy.metric_key)
+
+        return evaluate, residuals
 
     @staticmethod
     def _pooled(averages, improper, n_atoms, metric_key) -> tuple[float, dict]:
@@ -706,7 +707,6 @@ class SymmetrizedCalculator(Calculator):
     def _climb(self, atoms, wanted):
         """quadrature="auto": measure the rule in use, climb while its residual is too large."""
         kept = {"raw": None}
-        names = [name for name in wanted if name != "energies"]
 
         def average(rule):
             with_raw = self.parameters.raw and kept["raw"] is None
@@ -714,16 +714,7 @@ class SymmetrizedCalculator(Calculator):
             kept["raw"] = raw if raw is not None else kept["raw"]
             return averaged
 
-        def evaluate(rotated, weights):
-            return self._symmetrize(self._evaluate(atoms, rotated, names), rotated, weights, atoms)
-
-        _, residual, averaged = self._policy.climb(
-            average,
-            evaluate,
-            lambda averages, improper: self._pooled(
-                averages, improper, len(atoms), self._policy.metric_key
-            ),
-        )
+        _, residual, averaged = self._policy.climb(average, *self._measure_callbacks(atoms, wanted))
         return averaged, kept["raw"], residual
 
     def _check_convergence(self, atoms: Atoms, averaged) -> None:

@@ -141,11 +141,8 @@ def symmetry_still_holds(symmetry: StructureSymmetry, displacements: np.ndarray)
     """
     u = np.asarray(displacements, dtype=np.float64)
     tolerance = symmetry.tolerance
-    orbits = symmetry.translation_orbits
-    if orbits is not None:
-        count = np.bincount(orbits)
-        mean = np.stack([np.bincount(orbits, weights=u[:, k]) for k in range(3)], axis=1)
-        if np.abs(u - (mean / count[:, None])[orbits]).max() > tolerance:
+    if symmetry.translation_orbits is not None:
+        if np.abs(u - _orbit_average(u, symmetry)).max() > tolerance:
             return False
     for q, perm in zip(symmetry.rotations, symmetry.permutations, strict=True):
         shift = u[perm] - u @ q.T

@@ -200,7 +200,9 @@ def test_analytic_model_exactly_symmetric(name):
         assert violation(f_o3) > 1e-8
 
 
-def test_operations_found_once_per_structure(monkeypatch):
+@pytest.fixture
+def symmetry_searches(monkeypatch):
+    """The tolerances of every ``find_symmetry`` call the calculator makes."""
     import ase_symcalc.calculator as module
 
     calls = []
@@ -211,6 +213,11 @@ def test_operations_found_once_per_structure(monkeypatch):
         return original(atoms, tolerance)
 
     monkeypatch.setattr(module, "find_symmetry", counting)
+    return calls
+
+
+def test_operations_found_once_per_structure(symmetry_searches):
+    calls = symmetry_searches
     atoms = _fcc_defect()
     atoms.calc = SymmetrizedCalculator(EMT(), quadrature="group:T", structure_symmetry=True)
     atoms.get_forces()
@@ -391,22 +398,14 @@ def test_supercell_groups_as_translation_cosets_project_as_the_whole_group(
         np.testing.assert_allclose(project(values, cosets), project(values, whole), atol=1e-12)
 
 
-def test_a_relaxation_reuses_the_operations_and_matches_a_fresh_search(monkeypatch):
+def test_a_relaxation_reuses_the_operations_and_matches_a_fresh_search(symmetry_searches):
     """Issue 28: positions projected onto the group keep it, so a relaxation searches
     once; the forces at the end are those of a fresh search there (to 1e-10)."""
     from ase.optimize import BFGS
 
-    import ase_symcalc.calculator as module
     from ase_symcalc.structure_symmetry import symmetry_still_holds
 
-    calls = []
-    original = module.find_symmetry
-
-    def counting(atoms, tolerance):
-        calls.append(tolerance)
-        return original(atoms, tolerance)
-
-    monkeypatch.setattr(module, "find_symmetry", counting)
+    calls = symmetry_searches
     atoms = _fcc_defect()
     options = dict(quadrature="group:T", structure_symmetry=True, raw=False)
     atoms.calc = SymmetrizedCalculator(EMT(), **options)
