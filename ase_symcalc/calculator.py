@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import (
@@ -181,7 +179,8 @@ class SymmetrizedCalculator(Calculator):
 
     Notes
     -----
-    ``results`` holds ``energy``, ``free_energy`` (= energy), ``forces``,
+    ``results`` holds ``energy``, ``free_energy`` (the average of the base's own
+    free energy where it reports one, e.g. with smearing; else the energy), ``forces``,
     ``stress`` (Voigt, eV/Å^3), ``energies``; ``raw_energy``, ``raw_forces``,
     ``raw_stress``, ``raw_energies``; ``energy_equivariance_error`` (eV),
     ``forces_equivariance_error`` (eV/Å), ``forces_equivariance_error_per_atom``
@@ -278,12 +277,11 @@ class SymmetrizedCalculator(Calculator):
     def _configure(self, rebuild_policy: bool = True):
         p = self.parameters
         if p.convergence_tolerance is not None:
-            warnings.warn(
+            warn_user(
                 "convergence_tolerance is deprecated and will be removed: the residual answers "
                 "the same question on every structure; use residual=True (its *_residual "
                 "results) or quadrature='auto' with tolerance=",
                 FutureWarning,
-                stacklevel=4,
             )
         orientation = p.orientation
         if orientation is not None and not isinstance(orientation, str):
@@ -441,7 +439,8 @@ class SymmetrizedCalculator(Calculator):
 
     def _results(self, averaged, raw, residual, symmetry) -> dict:
         """The ``results`` of one call from its averages (projected onto ``symmetry``)."""
-        results = {"energy": averaged.energy, "free_energy": averaged.energy}
+        free_energy = averaged.energy if averaged.free_energy is None else averaged.free_energy
+        results = {"energy": averaged.energy, "free_energy": free_energy}
         if symmetry is not None:
             results["symmetry_group"] = symmetry.group
             results["symmetry_operations"] = len(symmetry)
@@ -733,14 +732,12 @@ class SymmetrizedCalculator(Calculator):
         change = float(np.sqrt(np.mean((reference.forces - averaged.forces) ** 2)))
         tolerance = self.parameters.convergence_tolerance
         if change > tolerance:
-            warnings.warn(
+            warn_user(
                 f"symmetrized forces change by {change * 1e3:.2f} meV/Å (RMS) from "
                 f"{self._policy.rule.name} to {rule.name}, above the tolerance of "
                 f"{tolerance * 1e3:.2f} meV/Å: the model's anisotropy is not averaged out "
                 f"by this rule; use quadrature={finer!r} or finer "
                 "(ase_symcalc.diagnostics.check_convergence shows the whole ladder)",
-                UserWarning,
-                stacklevel=4,
             )
 
     def _raw_results(self, raw: StackedOutputs) -> dict:

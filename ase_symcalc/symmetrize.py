@@ -55,6 +55,8 @@ class SymmetrizedOutputs:
     direct_forces: Array | None = None
     direct_forces_error: Scalar | None = None
     direct_stress: Array | None = None
+    #: the average of a base's own free energy; None: the same as ``energy``
+    free_energy: Scalar | None = None
 
 
 def back_rotate(outputs: StackedOutputs, matrices: Array) -> StackedOutputs:
@@ -73,6 +75,7 @@ def back_rotate(outputs: StackedOutputs, matrices: Array) -> StackedOutputs:
         energies=outputs.energies,
         direct_forces=forces(outputs.direct_forces),
         direct_stress=stress(outputs.direct_stress),
+        free_energy=outputs.free_energy,
     )
 
 
@@ -162,6 +165,9 @@ def symmetrize(
         result.direct_forces_error = equivariance_rmse(direct, weights, result.direct_forces)
     if z.direct_stress is not None:
         result.direct_stress = weighted_mean(z.direct_stress, weights)
+    if z.free_energy is not None:
+        free_energy = weighted_mean(z.free_energy, weights)
+        result.free_energy = free_energy if is_torch(free_energy) else float(free_energy)  # type: ignore[assignment]
     return result
 
 

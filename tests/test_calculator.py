@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from ase import Atoms, units
+from ase.build import bulk
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
@@ -323,3 +324,27 @@ def test_the_base_runs_once_per_copy_and_never_returns_a_stale_result(cu4):
     cu4.info["charge"] = 1
     cu4.get_potential_energy()
     assert base.runs == runs + 1
+
+
+class _SmearedEMT(EMT):
+    """EMT with a free energy of its own: E - 0.1 eV - 0.05 x_0 (not the energy, and
+    not invariant, so that its average differs from a copy of the energy's)."""
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.results["free_energy"] = self.results["energy"] - 0.1 - 0.05 * atoms.positions[0, 0]
+
+
+def test_free_energy_is_averaged_on_its_own():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.rattle(0.05, seed=2)
+    atoms.calc = SymmetrizedCalculator(_SmearedEMT(), quadrature="lebedev:3")
+    energy = atoms.get_potential_energy()
+    free_energy = atoms.get_potential_energy(force_consistent=True)
+    # the x-coordinate's average over the rule's copies is that of the rotated positions
+    rule = atoms.calc.quadrature
+    x0 = np.einsum("m,mj,j->", rule.weights, rule.matrices[:, 0, :], atoms.positions[0])
+    np.testing.assert_allclose(free_energy, energy - 0.1 - 0.05 * x0, atol=1e-10)
+    # a base without a free energy of its own: the free energy is the energy
+    atoms.calc = SymmetrizedCalculator(EMT(), quadrature="lebedev:3")
+    assert atoms.get_potential_energy(force_consistent=True) == atoms.get_potential_energy()

@@ -408,3 +408,29 @@ def test_training_hyperparameter_overrides():
     assert parse_hypers([]) == PET_HYPERS and PET_HYPERS["d_pet"] == 32  # not mutated
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_hypers(["d_pet"])
+
+
+@pytest.mark.parametrize("non_conservative", [False, "forces"])
+@pytest.mark.parametrize(
+    "variants",
+    [None, {"energy": "a"}, {"energy": "a", "non_conservative_force": "b"}],
+    ids=["default", "energy-a", "forces-b"],
+)
+def test_calculator_settings_pin_metatomic_ase(non_conservative, variants):
+    """The adapter reads MetatomicCalculator's public parameters only; this pins
+    it to what the installed metatomic-ase resolves itself (its private keys,
+    read here and nowhere in the package)."""
+    from variant_model import variant_model
+
+    from ase_symcalc.evaluators.metatomic import calculator_settings
+
+    model = variant_model()
+    if variants is None:
+        variants = {"energy": "b"}  # the test model has no default variant
+    calculator = MetatomicCalculator(model, non_conservative=non_conservative, variants=variants)
+    found_model, setting, chosen, device = calculator_settings(calculator)
+    assert found_model is calculator.model()
+    assert setting == non_conservative
+    assert device is None
+    for key in ("_energy_key", "_nc_forces_key", "_nc_stress_key"):
+        assert chosen.get(key) == getattr(calculator, key), key

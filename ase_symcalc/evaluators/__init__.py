@@ -28,13 +28,13 @@ __all__ = [
 
 
 def _is_metatomic(base) -> bool:
+    """A ``.pt`` path, a ``MetatomicCalculator`` or an ``AtomisticModel`` (by type:
+    an instance's module is imported already, so nothing is imported to answer)."""
     if isinstance(base, (str, os.PathLike)):
         return True
-    name = type(base).__name__
-    if name == "MetatomicCalculator":
-        return True
-    # an exported AtomisticModel, loaded or scripted
-    return name == "AtomisticModel" or getattr(base, "original_name", None) == "AtomisticModel"
+    from .metatomic import is_metatomic_calculator, is_metatomic_model
+
+    return is_metatomic_calculator(base) or is_metatomic_model(base)
 
 
 def make_evaluator(base, *, batch_size=None, forces=None, variant=None) -> Evaluator:

@@ -45,7 +45,8 @@ class StackedOutputs:
 
     energy : (M,) eV; forces : (M, N, 3) eV/Å; stress : (M, 3, 3) eV/Å^3
     (full matrix, possibly asymmetric for direct-stress models); energies :
-    (M, N) eV. Absent properties are None. numpy arrays from the evaluators,
+    (M, N) eV; free_energy : (M,) eV, only from a base whose free energy is
+    its own (Mermin, with smearing). Absent properties are None. numpy arrays from the evaluators,
     torch tensors inside the torch-sim model. ``direct_forces`` and
     ``direct_stress`` hold a model's direct (non-conservative) predictions when
     ``forces`` and ``stress`` are the conservative ones and the model has both.
@@ -57,6 +58,8 @@ class StackedOutputs:
     energies: Array | None = None
     direct_forces: Array | None = None
     direct_stress: Array | None = None
+    #: (M,) eV: a base's free energy where it reports one of its own (smearing)
+    free_energy: Array | None = None
 
     def __len__(self) -> int:
         return len(self.energy)
@@ -74,6 +77,7 @@ class StackedOutputs:
             pick(self.energies),
             pick(self.direct_forces),
             pick(self.direct_stress),
+            pick(self.free_energy),
         )
 
     def concatenate(self, other: StackedOutputs) -> StackedOutputs:
@@ -89,6 +93,7 @@ class StackedOutputs:
             join(self.energies, other.energies),
             join(self.direct_forces, other.direct_forces),
             join(self.direct_stress, other.direct_stress),
+            join(self.free_energy, other.free_energy),
         )
 
 

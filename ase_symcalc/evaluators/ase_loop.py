@@ -114,6 +114,10 @@ class ASECalculatorEvaluator:
             for name in sorted(self.on_request - set(properties))
             if name in self.calculator.implemented_properties
         ]
+        # a free energy of the base's own (smearing) is averaged on its own; it comes
+        # with the energy from the same run, read from the public results
+        if "energy" in properties and "free_energy" in self.calculator.implemented_properties:
+            optional.append("free_energy")
         n_atoms = len(atoms)
         stacks: dict[str, list[np.ndarray]] = {name: [] for name in properties + optional}
         for index, g in enumerate(matrices):
@@ -137,7 +141,7 @@ class ASECalculatorEvaluator:
                 value = np.asarray(values[name], dtype=np.float64)
                 if name == "stress":
                     value = _stress_as_matrix(value, self.name, index)
-                elif name == "energy":
+                elif name in ("energy", "free_energy"):
                     value = value.reshape(()) if value.size == 1 else value
                 expected = {"energy": (), "forces": (n_atoms, 3), "energies": (n_atoms,)}
                 if name in expected and value.shape != expected[name]:
@@ -153,6 +157,7 @@ class ASECalculatorEvaluator:
             forces=stacked.get("forces"),
             stress=stacked.get("stress"),
             energies=stacked.get("energies"),
+            free_energy=stacked.get("free_energy"),
         )
 
 

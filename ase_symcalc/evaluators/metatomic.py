@@ -12,6 +12,7 @@ batches of ``batch_size`` systems; outputs are accumulated in float64.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -63,6 +64,61 @@ def _pick_output(outputs, names, variant=None):
     return None
 
 
+def is_metatomic_calculator(value) -> bool:
+    """A ``metatomic_ase.MetatomicCalculator`` (nothing imported to answer)."""
+    module = sys.modules.get("metatomic_ase")
+    return module is not None and isinstance(value, module.MetatomicCalculator)
+
+
+def is_metatomic_model(value) -> bool:
+    """An exported ``AtomisticModel``: the Python class, or a loaded TorchScript one
+    (``original_name``, the check metatomic-ase makes itself)."""
+    module = sys.modules.get("metatomic.torch")
+    if module is not None and isinstance(value, module.AtomisticModel):
+        return True
+    torch = sys.modules.get("torch")
+    return (
+        torch is not None
+        and isinstance(value, torch.jit.ScriptModule)
+        and getattr(value, "original_name", None) == "AtomisticModel"
+    )
+
+
+#: the outputs a MetatomicCalculator resolves from its ``variants`` parameter
+_CALCULATOR_OUTPUTS = {
+    "_energy_key": ("energy", None),
+    "_nc_forces_key": ("non_conservative_force", ("forces", True)),
+    "_nc_stress_key": ("non_conservative_stress", ("stress", True)),
+}
+
+
+def calculator_settings(calculator) -> tuple:
+    """``(model, non_conservative, output keys, device)`` of a ``MetatomicCalculator``,
+    from its public surface only (``model()``, ``parameters``).
+
+    The output keys follow metatomic-ase's own rule: every output takes its
+    entry of ``parameters["variants"]``, else the energy's; direct forces and
+    stress only where ``non_conservative`` asks for them. Pinned against the
+    installed metatomic-ase by ``tests/test_metatomic.py``.
+    """
+    parameters = calculator.parameters
+    # metatomic-ase 0.1.4 has a model() method; older releases an attribute
+    model = calculator.model() if callable(calculator.model) else calculator.model
+    setting = parameters.get("non_conservative", False)
+    variants = dict(parameters.get("variants") or {})
+    if "non_conservative_forces" in variants:  # the deprecated spelling
+        variants.setdefault("non_conservative_force", variants["non_conservative_forces"])
+    outputs = model.capabilities().outputs
+    chosen = {}
+    for key, (name, wanted) in _CALCULATOR_OUTPUTS.items():
+        if wanted is not None and setting not in wanted:
+            continue
+        picked = _pick_output(outputs, [name], variants.get(name, variants.get("energy")))
+        if picked is not None:
+            chosen[key] = picked
+    return model, setting, chosen, parameters.get("device")
+
+
 class MetatomicEvaluator:
     """Run a metatomic model on many rotated copies of one structure.
 
@@ -103,14 +159,9 @@ class MetatomicEvaluator:
         self._torch = torch
         nc_setting = None
         chosen = {}  # output keys a MetatomicCalculator resolved from its variants
-        if type(model).__name__ == "MetatomicCalculator":
-            nc_setting = model.parameters.get("non_conservative", False)
-            for name in ("_energy_key", "_nc_forces_key", "_nc_stress_key"):
-                if getattr(model, name, None) is not None:
-                    chosen[name] = getattr(model, name)
-            device = device or str(model._device)
-            # metatomic-ase 0.1.4 has a model() method; older releases an attribute
-            model = model.model() if callable(model.model) else model.model
+        if is_metatomic_calculator(model):
+            model, nc_setting, chosen, calculator_device = calculator_settings(model)
+            device = device or calculator_device
         if isinstance(model, (str, os.PathLike)):
             from .. import models
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,11 +34,10 @@ FEATURE_LAYERS = (
 
 
 def is_torchsim_model(model) -> bool:
-    """A torch-sim ``ModelInterface``, recognised without importing torch-sim."""
-    return any(
-        cls.__name__ == "ModelInterface" and cls.__module__.startswith("torch_sim")
-        for cls in type(model).__mro__
-    )
+    """A torch-sim ``ModelInterface`` (an ``isinstance`` check; torch-sim is not
+    imported to answer: an instance's class has imported it already)."""
+    interface = sys.modules.get("torch_sim.models.interface")
+    return interface is not None and isinstance(model, interface.ModelInterface)
 
 
 class TorchSimEvaluator:
