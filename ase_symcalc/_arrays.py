@@ -23,7 +23,18 @@ Array: TypeAlias = Union[np.ndarray, "torch.Tensor"]
 #: a scalar result: a float (numpy input) or a 0-d float64 tensor (torch input)
 Scalar: TypeAlias = Union[float, "torch.Tensor"]
 
-__all__ = ["Array", "Scalar", "is_torch", "as_float64", "sqrt", "clip_positive", "cross", "pinv"]
+__all__ = [
+    "Array",
+    "Scalar",
+    "as_float64",
+    "clip_positive",
+    "cross",
+    "is_torch",
+    "pinv",
+    "segment_max",
+    "segment_sum",
+    "sqrt",
+]
 
 
 def is_torch(value) -> bool:
@@ -41,7 +52,8 @@ def as_float64(value, like=None):
     if like is not None and is_torch(like):
         import torch
 
-        return torch.as_tensor(np.asarray(value), dtype=torch.float64, device=like.device)
+        # a copy: rule matrices are read-only arrays, which torch will not wrap
+        return torch.tensor(np.array(value, dtype=np.float64), device=like.device)
     return np.asarray(value, dtype=np.float64)
 
 
@@ -72,3 +84,27 @@ def pinv(matrix):
 
         return torch.linalg.pinv(matrix)
     return np.linalg.pinv(matrix)
+
+
+def segment_sum(values, index, size: int, axis: int = 0):
+    """Sum ``values`` along ``axis`` into ``size`` segments: ``out[s] = sum of
+    values[k]`` over the ``k`` with ``index[k] == s`` (the atoms of each system
+    of a batch). No host sync for torch (``index_add``)."""
+    if is_torch(values):
+        shape = list(values.shape)
+        shape[axis] = size
+        return values.new_zeros(shape).index_add_(axis, index, values)
+    values = np.moveaxis(np.asarray(values), axis, 0)
+    out = np.zeros((size, *values.shape[1:]), dtype=values.dtype)
+    np.add.at(out, np.asarray(index), values)
+    return np.moveaxis(out, 0, axis)
+
+
+def segment_max(values, index, size: int):
+    """``out[s]`` = the largest ``values[k]`` with ``index[k] == s`` (1-D values)."""
+    if is_torch(values):
+        out = values.new_full((size,), float("-inf"))
+        return out.scatter_reduce(0, index, values, reduce="amax")
+    out = np.full(size, -np.inf)
+    np.maximum.at(out, np.asarray(index), np.asarray(values))
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import (
@@ -11,15 +13,18 @@ from ase.calculators.calculator import (
 )
 
 from ._warnings import EquivarianceWarning, warn_user
+from .core import SymmetrizationCore
 from .evaluators import StackedOutputs, check_outputs, check_structure, make_evaluator
-from .metrics import pooled_residual, pooled_residual_per_atom
-from .quadrature import O3Quadrature, find_identity, get_quadrature, next_rule
+from .quadrature import O3Quadrature, get_quadrature, next_rule
 from .rule_policy import CALM_PROBES, PROBE_INTERVAL, RulePolicy, forces_metric
-from .structure_symmetry import StructureSymmetry, find_symmetry, symmetry_still_holds
+from .structure_symmetry import StructureSymmetry, SymmetryCache
 from .symmetrize import (
+    Systems,
+    as_batch,
     estimate_equivariance_errors,
     project_onto_structure,
     symmetrize,
+    system,
     with_errors_of,
 )
 from .transforms import matrix_to_voigt
@@ -232,7 +237,6 @@ class SymmetrizedCalculator(Calculator):
         self.evaluation_count = 0
         self._quadrature = None
         self._convergence_checked = False
-        self._symmetry_cache: tuple | None = None  # numbers, positions, cell, pbc, symmetry
         super().__init__(quadrature=quadrature, **kwargs)
         self._configure()
         # Truthful per instance: only what the base provides (stress needs a
@@ -306,6 +310,7 @@ class SymmetrizedCalculator(Calculator):
             residual=p.residual,
             tolerance_per_atom=p.tolerance_per_atom,
         )
+        self._core = SymmetrizationCore(self._policy, residual=p.residual)
         self._quadrature = self._policy.rule  # set(): "configured" marker
         self._step_copy = None  # mode="random": the call's copy and average, for probe()
         self._observed = False  # mode="random": this call's errors went to the policy
@@ -317,7 +322,7 @@ class SymmetrizedCalculator(Calculator):
             raise ValueError(
                 f"symmetry_tolerance must be a positive distance in Å, got {tolerance!r}"
             )
-        self._symmetry_cache = None
+        self._symmetry_cache = SymmetryCache(tolerance)
         if p.batch_size is not None and (not isinstance(p.batch_size, int) or p.batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None, got {p.batch_size!r}")
         if p.batch_size is not None and hasattr(self.evaluator, "batch_size"):
@@ -411,24 +416,24 @@ class SymmetrizedCalculator(Calculator):
         self._step_copy = None
         self._observed = False
         probed = False
-        if policy.climb_due():
-            averaged, raw, residual = self._climb(atoms, wanted)
-        elif policy.single_rotation and policy.random:
+        if policy.single_rotation and policy.random:
             probed = policy.probe_due()
             averaged, raw = self._random_call(atoms, wanted, probed)
             residual = None
             policy.count_call()
         else:
-            probed = policy.observe_due()
-            matrices, weights = policy.rule_for_call()
-            with_raw = self.parameters.raw and (not policy.random or probed)
-            averaged, raw = self._average(atoms, matrices, weights, wanted, with_raw)
-            residual = None
-            if self.parameters.residual:
-                residual = self._residual(atoms, matrices, weights, wanted, averaged)
-            if policy.auto:
-                residual = residual or policy.last_residual
-            policy.count_call()
+            climbing = policy.climb_due()
+            probed = not climbing and policy.observe_due()  # a climb is no probe
+            with_raw = self.parameters.raw and (climbing or not policy.random or probed)
+            call = self._core.run(
+                self._batch_evaluate(atoms, wanted),
+                Systems.single(len(atoms)),
+                raw=with_raw,
+                **self._cleaning(atoms),
+            )
+            averaged = system(call.averaged)
+            raw = _one_structure(call.raw)
+            residual = None if call.residual is None else _scalars(call.residual)
         results = self._results(averaged, raw, residual, symmetry)
         if self.parameters.convergence_tolerance is not None and not self._convergence_checked:
             self._check_convergence(atoms, averaged)
@@ -590,68 +595,28 @@ class SymmetrizedCalculator(Calculator):
             self._step_copy = None
             self._observed = True  # its probe, if any, was taken before the checkpoint
 
-    def _average(self, atoms, matrices, weights, wanted, with_raw: bool):
-        """One pass over the rule: the averages, and the raw outputs if asked."""
-        evaluated, raw_index = matrices, None
-        if with_raw:
-            # the raw prediction is free when the rule holds the identity
-            raw_index = find_identity(matrices)
-            if raw_index is None:
-                raw_index = len(matrices)
-                evaluated = np.concatenate([matrices, np.eye(3)[None]])
-
-        outputs = self._evaluate(atoms, evaluated, wanted)
-
-        on_rule = (
-            outputs if len(evaluated) == len(matrices) else outputs.select(slice(0, len(matrices)))
-        )
-        averaged = self._symmetrize(on_rule, matrices, weights, atoms)
-        raw = outputs.select(raw_index) if raw_index is not None else None
-        return averaged, raw
-
     def _structure_symmetry(self, atoms: Atoms) -> StructureSymmetry:
-        """The structure's operations: searched once, then reused while they still hold.
-
-        Same species, cell and periodicity, moved positions (a relaxation of
-        the positions, MD with symmetric forces): the cached operations are
-        checked against the displacements in O(cosets x N)
-        (``symmetry_still_holds``) and searched again only when one fails.
-        """
-        cache = self._symmetry_cache
-        if cache is not None:
-            numbers, positions, cell, pbc, symmetry = cache
-            same_frame = (
-                len(numbers) == len(atoms)
-                and np.array_equal(numbers, atoms.numbers)
-                and np.array_equal(cell, atoms.cell.array)
-                and np.array_equal(pbc, atoms.pbc)
-            )
-            if same_frame:
-                displacements = atoms.positions - positions
-                if pbc.any() and abs(np.linalg.det(cell)) > 1e-9:  # minimum image
-                    fractional = displacements @ np.linalg.inv(cell)
-                    fractional[:, pbc] -= np.round(fractional[:, pbc])
-                    displacements = fractional @ cell
-                if symmetry_still_holds(symmetry, displacements):
-                    return symmetry
-        symmetry = find_symmetry(atoms, self.parameters.symmetry_tolerance)
-        self._symmetry_cache = (
-            atoms.numbers.copy(),
-            atoms.positions.copy(),
-            atoms.cell.array.copy(),
-            atoms.pbc.copy(),
-            symmetry,
-        )
-        return symmetry
+        return self._symmetry_cache.find(atoms)
 
     def _symmetrize(self, outputs, matrices, weights, atoms):
-        return symmetrize(
-            outputs,
-            matrices,
-            weights,
-            net_force_removal=self._remove_net_force(),
-            net_torque_positions=self._torque_positions(atoms),
-        )
+        return symmetrize(outputs, matrices, weights, **self._cleaning(atoms))
+
+    def _cleaning(self, atoms: Atoms) -> dict:
+        """The net force and torque removal of this structure's copies."""
+        return {
+            "net_force_removal": self._remove_net_force(),
+            "net_torque_positions": self._torque_positions(atoms),
+        }
+
+    def _batch_evaluate(self, atoms: Atoms, wanted):
+        """The core's ``evaluate``: this structure's copies as a batch of one (the
+        residual's passes without per-atom energies)."""
+        measured = [name for name in wanted if name != "energies"]
+
+        def evaluate(matrices, measuring: bool) -> StackedOutputs:
+            return as_batch(self._evaluate(atoms, matrices, measured if measuring else wanted))
+
+        return evaluate
 
     def _torque_positions(self, atoms: Atoms):
         if not self.parameters.remove_net_torque:
@@ -663,58 +628,6 @@ class SymmetrizedCalculator(Calculator):
                 "remove_net_torque=False or atoms.pbc = False"
             )
         return atoms.positions
-
-    def _residual(self, atoms, matrices, weights, wanted, averaged) -> dict:
-        """The residual estimate: the same rule again in Haar-random orientations."""
-        evaluate, residuals = self._measure_callbacks(atoms, wanted)
-        return self._policy.measure(matrices, weights, averaged, evaluate, residuals)[1]
-
-    def _measure_callbacks(self, atoms, wanted):
-        """``(evaluate, residuals)`` for ``RulePolicy.measure`` and ``climb`` on ``atoms``:
-        the average over a rotated rule, and the residuals of several averages."""
-        names = [name for name in wanted if name != "energies"]
-
-        def evaluate(rotated, weights):
-            return self._symmetrize(self._evaluate(atoms, rotated, names), rotated, weights, atoms)
-
-        def residuals(averages, improper):
-            return self._pooled(averages, improper, len(atoms), self._policy.metric_key)
-
-        return evaluate, residuals
-
-    @staticmethod
-    def _pooled(averages, improper, n_atoms, metric_key) -> tuple[float, dict]:
-        """``(metric, *_residual)`` from one rule's averages in several orientations;
-        the metric is the ``metric_key`` residual (forces) or the energy's per atom."""
-        residual = {
-            "energy_residual": pooled_residual([a.energy for a in averages], improper),
-        }
-        if averages[0].forces is not None:
-            forces = [a.forces for a in averages]
-            residual["forces_residual"] = pooled_residual(forces, improper)
-            residual["forces_residual_max_atom"] = float(
-                pooled_residual_per_atom(forces, improper).max()
-            )
-        if averages[0].stress is not None:
-            residual["stress_residual"] = pooled_residual([a.stress for a in averages], improper)
-        return forces_metric(
-            residual.get(metric_key), residual["energy_residual"], n_atoms
-        ), residual
-
-    # -- quadrature="auto" --------------------------------------------------
-
-    def _climb(self, atoms, wanted):
-        """quadrature="auto": measure the rule in use, climb while its residual is too large."""
-        kept = {"raw": None}
-
-        def average(rule):
-            with_raw = self.parameters.raw and kept["raw"] is None
-            averaged, raw = self._average(atoms, rule.matrices, rule.weights, wanted, with_raw)
-            kept["raw"] = raw if raw is not None else kept["raw"]
-            return averaged
-
-        _, residual, averaged = self._policy.climb(average, *self._measure_callbacks(atoms, wanted))
-        return averaged, kept["raw"], residual
 
     def _check_convergence(self, atoms: Atoms, averaged) -> None:
         self._convergence_checked = True
@@ -788,6 +701,28 @@ def _unknown_options_message(unknown: list[str], known) -> str:
         f"SymmetrizedCalculator got unknown option{'s' if len(unknown) > 1 else ''} "
         f"{', '.join(parts)}; its options are {', '.join(sorted(known))}"
     )
+
+
+def _one_structure(outputs: StackedOutputs | None) -> StackedOutputs | None:
+    """A batch of one's raw copy as one structure's (energy a scalar, stress 3x3)."""
+    if outputs is None:
+        return None
+
+    def first(values):
+        return None if values is None else values[0]
+
+    return replace(
+        outputs,
+        energy=first(outputs.energy),
+        stress=first(outputs.stress),
+        direct_stress=first(outputs.direct_stress),
+        free_energy=first(outputs.free_energy),
+    )
+
+
+def _scalars(residual: dict) -> dict:
+    """A batch of one's residuals (arrays of one, or lists after a restart) as floats."""
+    return {key: float(np.asarray(value).reshape(-1)[0]) for key, value in residual.items()}
 
 
 def _info_equal(first: dict, second: dict) -> bool:

@@ -339,7 +339,7 @@ class RulePolicy:
                 rung=self.rung,
                 chosen=self.chosen,
                 calls_since_check=self.calls_since_check,
-                last_residual={k: float(v) for k, v in self.last_residual.items()},
+                last_residual={k: _as_list(v) for k, v in self.last_residual.items()},
             )
         return state
 
@@ -525,6 +525,11 @@ class RulePolicy:
         if bound < self.tolerance / PARITY_MARGIN:
             return False
         return None
+
+
+def _as_list(value):
+    """A residual (a float, or per structure an array or tensor) for JSON."""
+    return value.tolist() if hasattr(value, "tolist") else value
 
 
 def forces_metric(forces_value, energy_value, n_atoms):

@@ -34,6 +34,7 @@ import numpy as np
 
 __all__ = [
     "symmetry_still_holds",
+    "SymmetryCache",
     "StructureSymmetry",
     "SymmetryError",
     "find_symmetry",
@@ -719,3 +720,50 @@ def _main_axis(proper, n) -> np.ndarray:
 def _mirror_normal(m) -> np.ndarray:
     w, v = np.linalg.eigh(0.5 * (m + m.T))
     return v[:, np.argmin(w)]
+
+
+class SymmetryCache:
+    """A structure's operations: searched once, then reused while they still hold.
+
+    Same species, cell and periodicity, moved positions (a relaxation of the
+    positions, MD with symmetric forces): the cached operations are checked
+    against the displacements in O(cosets x N) (``symmetry_still_holds``) and
+    searched again only when one fails. One per structure followed (the ASE
+    calculator's one, each system of a torch-sim batch).
+    """
+
+    def __init__(self, tolerance: float = 1e-5):
+        self.tolerance = tolerance
+        #: (numbers, positions, cell, pbc, symmetry) of the last search
+        self.entry: tuple | None = None
+
+    @property
+    def symmetry(self) -> StructureSymmetry | None:
+        return None if self.entry is None else self.entry[-1]
+
+    def find(self, atoms) -> StructureSymmetry:
+        if self.entry is not None:
+            numbers, positions, cell, pbc, symmetry = self.entry
+            same_frame = (
+                len(numbers) == len(atoms)
+                and np.array_equal(numbers, atoms.numbers)
+                and np.array_equal(cell, atoms.cell.array)
+                and np.array_equal(pbc, atoms.pbc)
+            )
+            if same_frame:
+                displacements = atoms.positions - positions
+                if pbc.any() and abs(np.linalg.det(cell)) > 1e-9:  # minimum image
+                    fractional = displacements @ np.linalg.inv(cell)
+                    fractional[:, pbc] -= np.round(fractional[:, pbc])
+                    displacements = fractional @ cell
+                if symmetry_still_holds(symmetry, displacements):
+                    return symmetry
+        symmetry = find_symmetry(atoms, self.tolerance)
+        self.entry = (
+            atoms.numbers.copy(),
+            atoms.positions.copy(),
+            atoms.cell.array.copy(),
+            atoms.pbc.copy(),
+            symmetry,
+        )
+        return symmetry

@@ -9,13 +9,24 @@ ASE calculator and the torch-sim model share this one implementation).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._arrays import Array, Scalar, as_float64, cross, is_torch, pinv
+from ._arrays import (
+    Array,
+    Scalar,
+    as_float64,
+    clip_positive,
+    cross,
+    is_torch,
+    pinv,
+    segment_sum,
+    sqrt,
+)
 from .evaluators import StackedOutputs
-from .metrics import equivariance_rmse, per_atom_rmse, weighted_mean
+from .metrics import weighted_mean, weighted_variance
 from .structure_symmetry import (
     StructureSymmetry,
     symmetrize_forces,
@@ -26,6 +37,8 @@ from .transforms import back_rotate_forces, back_rotate_stress
 
 __all__ = [
     "SymmetrizedOutputs",
+    "Systems",
+    "symmetrize_systems",
     "back_rotate",
     "estimate_equivariance_errors",
     "with_errors_of",
@@ -38,25 +51,28 @@ __all__ = [
 
 @dataclass
 class SymmetrizedOutputs:
-    """Averages (in the input's frame) and equivariance errors of one structure.
+    """Averages (in the input's frame) and equivariance errors.
 
-    numpy arrays and floats from numpy outputs (the ASE calculator), torch
-    tensors (0-d for the scalars) from torch outputs (the torch-sim model).
+    Of one structure (``symmetrize``): numpy arrays and floats from numpy
+    outputs, torch tensors (0-d for the scalars) from torch outputs. Of a
+    batch (``symmetrize_systems``): the per-structure values (energy, the
+    scalar errors) are (S,) arrays, the stresses (S, 3, 3), the per-atom ones
+    (N, ...) over the batch's atoms.
     """
 
-    energy: Scalar
+    energy: Scalar | Array
     forces: Array | None
     stress: Array | None  # full 3x3
     energies: Array | None
-    energy_error: Scalar
-    forces_error: Scalar | None
+    energy_error: Scalar | Array
+    forces_error: Scalar | Array | None
     forces_error_per_atom: Array | None
-    stress_error: Scalar | None
+    stress_error: Scalar | Array | None
     direct_forces: Array | None = None
-    direct_forces_error: Scalar | None = None
+    direct_forces_error: Scalar | Array | None = None
     direct_stress: Array | None = None
     #: the average of a base's own free energy; None: the same as ``energy``
-    free_energy: Scalar | None = None
+    free_energy: Scalar | Array | None = None
 
 
 def back_rotate(outputs: StackedOutputs, matrices: Array) -> StackedOutputs:
@@ -66,7 +82,11 @@ def back_rotate(outputs: StackedOutputs, matrices: Array) -> StackedOutputs:
         return None if values is None else back_rotate_forces(values, matrices)
 
     def stress(values):
-        return None if values is None else back_rotate_stress(values, matrices)
+        if values is None:
+            return None
+        # a batch's (M, S, 3, 3): every structure of copy m rotated by g_m
+        g = matrices if values.ndim == 3 else matrices[:, None]
+        return back_rotate_stress(values, g)
 
     return StackedOutputs(
         energy=outputs.energy,
@@ -105,13 +125,170 @@ def remove_net_torque(forces: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return forces + cross(omega[..., None, :], d)
 
 
-def _clean_forces(forces, net_force, positions):
+@dataclass(frozen=True)
+class Systems:
+    """Which atoms belong to which structure of a batch.
+
+    ``index`` (N,) gives every atom's structure, ``counts`` (S,) the atoms of
+    each (float64), ``size`` is S. The ASE calculator's one structure is
+    ``Systems.single``; the torch-sim model's batch ``Systems.of_batch``.
+    Stacked outputs of a batch hold energy (M, S), forces (M, N, 3), stress
+    (M, S, 3, 3) and per-atom energies (M, N): every copy ``m`` rotates every
+    structure of the batch by the same ``g_m``.
+    """
+
+    index: Array
+    counts: Array
+    size: int
+
+    @classmethod
+    def single(cls, n_atoms: int, like: Array | None = None) -> Systems:
+        index = np.zeros(n_atoms, dtype=np.int64)
+        counts = np.array([float(n_atoms)])
+        if like is not None and is_torch(like):
+            import torch
+
+            return cls(
+                torch.as_tensor(index, device=like.device),
+                torch.as_tensor(counts, device=like.device),
+                1,
+            )
+        return cls(index, counts, 1)
+
+    @classmethod
+    def of_batch(cls, system_idx, n_systems: int) -> Systems:
+        """From torch-sim's ``system_idx`` (a tensor; no host sync)."""
+        import torch
+
+        counts = torch.bincount(system_idx, minlength=n_systems).to(torch.float64)
+        return cls(system_idx, counts, n_systems)
+
+    def sum(self, values: Array, axis: int = 0) -> Array:
+        """Per-structure sums of per-atom ``values`` along ``axis``."""
+        return segment_sum(values, self.index, self.size, axis)
+
+
+def _clean_forces(forces, net_force, positions, systems: Systems):
     # torque is origin-independent only once the net force is zero
     if forces is not None and (net_force or positions is not None):
-        forces = remove_net_force(forces)
+        mean = systems.sum(forces, axis=-2) / as_float64(systems.counts, like=forces)[:, None]
+        forces = forces - mean[..., systems.index, :]
     if forces is not None and positions is not None:
+        if systems.size != 1:
+            raise ValueError("net torque removal takes one structure at a time")
         forces = remove_net_torque(forces, positions)
     return forces
+
+
+def _spread(values, weights, mean):
+    """Per-element variance over the copies (axis 0); None for one copy."""
+    return None if len(values) < 2 else weighted_variance(values, weights, mean)
+
+
+def _rms(variance, components: int, like):
+    if variance is None:
+        return like * float("nan")
+    return sqrt(clip_positive(variance) / components)
+
+
+def symmetrize_systems(
+    outputs: StackedOutputs,
+    matrices: Array,
+    weights: Array,
+    systems: Systems,
+    *,
+    net_force_removal: bool = False,
+    net_torque_positions: Array | None = None,
+) -> SymmetrizedOutputs:
+    """``symmetrize`` for every structure of a batch at once (see ``Systems`` for
+    the shapes): averages, and errors per structure (S,) and per atom (N,).
+
+    Vectorised over structures and copies: segment sums, no loop, no host
+    sync for torch tensors.
+    """
+    z = back_rotate(outputs, matrices)
+    forces = _clean_forces(z.forces, net_force_removal, net_torque_positions, systems)
+    energy = weighted_mean(z.energy, weights)  # (S,)
+    variance = _spread(as_float64(z.energy), weights, energy)
+    result = SymmetrizedOutputs(
+        energy=energy,
+        forces=None,
+        stress=None,
+        energies=None,
+        energy_error=_rms(variance, 1, energy),
+        forces_error=None,
+        forces_error_per_atom=None,
+        stress_error=None,
+    )
+    counts = as_float64(systems.counts, like=energy)
+    if forces is not None:
+        forces = as_float64(forces)
+        result.forces = weighted_mean(forces, weights)
+        variance = _spread(forces, weights, result.forces)
+        per_atom = None if variance is None else variance.sum(axis=-1)
+        result.forces_error_per_atom = _rms(per_atom, 3, result.forces[:, 0])
+        total = None if per_atom is None else systems.sum(per_atom) / counts
+        result.forces_error = _rms(total, 3, energy)
+    if z.stress is not None:
+        result.stress = weighted_mean(z.stress, weights)  # (S, 3, 3)
+        variance = _spread(as_float64(z.stress), weights, result.stress)
+        total = None if variance is None else variance.sum(axis=(-2, -1))
+        result.stress_error = _rms(total, 9, energy)
+    if z.energies is not None:
+        result.energies = weighted_mean(z.energies, weights)
+    direct = _clean_forces(z.direct_forces, True, net_torque_positions, systems)
+    if direct is not None:
+        direct = as_float64(direct)
+        result.direct_forces = weighted_mean(direct, weights)
+        variance = _spread(direct, weights, result.direct_forces)
+        total = None if variance is None else systems.sum(variance.sum(axis=-1)) / counts
+        result.direct_forces_error = _rms(total, 3, energy)
+    if z.direct_stress is not None:
+        result.direct_stress = weighted_mean(z.direct_stress, weights)
+    if z.free_energy is not None:
+        result.free_energy = weighted_mean(z.free_energy, weights)
+    return result
+
+
+def as_batch(outputs: StackedOutputs) -> StackedOutputs:
+    """One structure's stacked outputs as a batch of one (energy (M, 1), stress (M, 1, 3, 3))."""
+
+    def system_axis(values):
+        return None if values is None else values[:, None]
+
+    return replace(
+        outputs,
+        energy=system_axis(outputs.energy),
+        stress=system_axis(outputs.stress),
+        direct_stress=system_axis(outputs.direct_stress),
+        free_energy=system_axis(outputs.free_energy),
+    )
+
+
+def system(result: SymmetrizedOutputs, index: int = 0) -> SymmetrizedOutputs:
+    """Structure ``index`` of a batch of one's results: per-structure values as
+    scalars (floats for numpy, 0-d tensors for torch) and 3x3 stresses."""
+
+    def scalar(value):
+        if value is None:
+            return None
+        value = value[index]
+        return value if is_torch(value) else float(value)
+
+    def pick(value):
+        return None if value is None else value[index]
+
+    return replace(
+        result,
+        energy=scalar(result.energy),
+        energy_error=scalar(result.energy_error),
+        forces_error=scalar(result.forces_error),
+        stress_error=scalar(result.stress_error),
+        direct_forces_error=scalar(result.direct_forces_error),
+        free_energy=scalar(result.free_energy),
+        stress=pick(result.stress),
+        direct_stress=pick(result.direct_stress),
+    )
 
 
 def symmetrize(
@@ -122,7 +299,7 @@ def symmetrize(
     net_force_removal: bool = False,
     net_torque_positions: Array | None = None,
 ) -> SymmetrizedOutputs:
-    """Average the back-rotated outputs and measure their spread.
+    """Average the back-rotated outputs of one structure and measure their spread.
 
     With ``net_force_removal`` the net force is removed from every back-rotated
     copy before averaging, so the forces error measures the spread of the
@@ -130,45 +307,22 @@ def symmetrize(
     With ``net_torque_positions`` (the input's positions, non-periodic systems)
     the net torque is removed as well. Direct forces reported beside
     conservative ones always lose their net force (as direct forces do by
-    default in the calculator).
+    default in the calculator). ``symmetrize_systems`` for a batch of one.
     """
-    z = back_rotate(outputs, matrices)
-    forces = _clean_forces(z.forces, net_force_removal, net_torque_positions)
-
-    mean_energy = weighted_mean(z.energy, weights)
-    # numpy: a float; torch: a 0-d tensor on the model's device
-    energy: Scalar = mean_energy if is_torch(mean_energy) else float(mean_energy)  # type: ignore[assignment]
-    result = SymmetrizedOutputs(
-        energy=energy,
-        forces=None,
-        stress=None,
-        energies=None,
-        energy_error=equivariance_rmse(z.energy, weights, energy),
-        forces_error=None,
-        forces_error_per_atom=None,
-        stress_error=None,
+    n_atoms = 0 if outputs.forces is None else outputs.forces.shape[1]
+    if outputs.energies is not None:
+        n_atoms = outputs.energies.shape[1]
+    if outputs.direct_forces is not None:
+        n_atoms = outputs.direct_forces.shape[1]
+    batch = symmetrize_systems(
+        as_batch(outputs),
+        matrices,
+        weights,
+        Systems.single(n_atoms, like=outputs.energy),
+        net_force_removal=net_force_removal,
+        net_torque_positions=net_torque_positions,
     )
-    if forces is not None:
-        mean = weighted_mean(forces, weights)
-        result.forces = mean
-        result.forces_error = equivariance_rmse(forces, weights, mean)
-        result.forces_error_per_atom = per_atom_rmse(forces, weights, mean)
-    if z.stress is not None:
-        mean = weighted_mean(z.stress, weights)
-        result.stress = mean
-        result.stress_error = equivariance_rmse(z.stress, weights, mean)
-    if z.energies is not None:
-        result.energies = weighted_mean(z.energies, weights)
-    direct = _clean_forces(z.direct_forces, True, net_torque_positions)
-    if direct is not None:
-        result.direct_forces = weighted_mean(direct, weights)
-        result.direct_forces_error = equivariance_rmse(direct, weights, result.direct_forces)
-    if z.direct_stress is not None:
-        result.direct_stress = weighted_mean(z.direct_stress, weights)
-    if z.free_energy is not None:
-        free_energy = weighted_mean(z.free_energy, weights)
-        result.free_energy = free_energy if is_torch(free_energy) else float(free_energy)  # type: ignore[assignment]
-    return result
+    return system(batch)
 
 
 def estimate_equivariance_errors(
@@ -177,6 +331,7 @@ def estimate_equivariance_errors(
     *,
     net_force_removal: bool = False,
     net_torque_positions: Array | None = None,
+    systems: Systems | None = None,
 ) -> SymmetrizedOutputs:
     """Unbiased estimate of the equivariance errors from ``n >= 2`` random orientations.
 
@@ -189,12 +344,16 @@ def estimate_equivariance_errors(
     ``|z_1 - z_2|^2 / 2``. Returns ``symmetrize``'s outputs for the equal-
     weight average of the ``n`` copies with every error so corrected (the
     errors are square roots: unbiased are their squares, and run means
-    should be taken as root mean squares).
+    should be taken as root mean squares). With ``systems``, for every
+    structure of a batch (``symmetrize_systems``).
     """
     n = len(matrices)
     if n < 2:
         raise ValueError(f"an equivariance error needs at least 2 orientations, got {n}")
-    estimate = symmetrize(
+    average = (
+        symmetrize if systems is None else functools.partial(symmetrize_systems, systems=systems)
+    )
+    estimate = average(
         outputs,
         matrices,
         np.full(n, 1.0 / n),

@@ -15,12 +15,24 @@ that torch-sim keeps on the state:
 - ``forces_equivariance_error_per_atom [N]`` (eV/Å),
 - with ``residual=True`` (or ``quadrature="auto"``) ``forces_residual [S]``,
   ``forces_residual_bound [S]`` etc.: how far the average still is from the
-  exact Haar average.
+  exact Haar average;
+- with ``raw`` (default) ``raw_energy [S]``, ``raw_forces [N, 3]``,
+  ``raw_stress [S, 3, 3]``: the inner model on the unrotated input.
 
-The rule policy (fixed rule, ``random-grid``, ``random-single``, ``auto``) is
-``rule_policy.RulePolicy`` and the averaging ``symmetrize.symmetrize``: the
-same objects as in ``SymmetrizedCalculator``, run here in torch, float64, on
-the model's device. Needs Python >= 3.12 and ``torch-sim-atomistic``.
+One orchestration serves both front ends: ``core.SymmetrizationCore`` (the
+rule policy, the pass over the rule, the residual, ``auto``'s climb) over
+``symmetrize.symmetrize_systems``, here in torch, float64, on the model's
+device, vectorised over the batch: the copies are built copy by copy
+(``_torchsim_copies``), the outputs fold back by a reshape and the per-system
+errors are segment sums, with no Python loop over systems and no host sync on
+the fixed-rule path (``auto``, ``residual``, ``mode="random"`` and
+``structure_symmetry`` take their decisions on the host). Needs Python >=
+3.12 and ``torch-sim-atomistic``.
+
+Not here: conservative mode (a torch-sim ``ModelInterface`` returns forces, not
+an energy graph to differentiate; a conservative inner model's averaged forces
+are already minus the gradient of the averaged energy) and per-atom energies
+(torch-sim models do not return them).
 """
 
 from __future__ import annotations
@@ -39,12 +51,23 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         "Python >= 3.12); bash scripts/setup.sh installs it where Python >= 3.12 exists"
     ) from error
 
-from ._torchsim_copies import copies_state, run_model
+from dataclasses import replace
+
+from ._arrays import as_float64
+from ._torchsim_copies import n_systems, run_copies
 from ._warnings import EquivarianceWarning, warn_user
+from .core import CallResult, SymmetrizationCore
 from .evaluators import StackedOutputs
-from .metrics import pooled_residual, pooled_residual_per_atom
 from .rule_policy import CALM_PROBES, PROBE_INTERVAL, RulePolicy, forces_metric
-from .symmetrize import estimate_equivariance_errors, symmetrize, with_errors_of
+from .structure_symmetry import SymmetryCache
+from .symmetrize import (
+    SymmetrizedOutputs,
+    Systems,
+    estimate_equivariance_errors,
+    project_onto_structure,
+    symmetrize_systems,
+    with_errors_of,
+)
 
 __all__ = ["SymmetrizedModel", "ERROR_KEYS"]
 
@@ -88,6 +111,15 @@ class SymmetrizedModel(ModelInterface):
         in Haar-random orientations, as in ``SymmetrizedCalculator``):
         ``energy_residual``, ``forces_residual``, ``forces_residual_max_atom``,
         ``stress_residual`` and ``forces_residual_bound`` [S].
+    raw :
+        Also return the inner model's prediction on the unrotated input:
+        ``raw_energy [S]``, ``raw_forces [N, 3]``, ``raw_stress [S, 3, 3]``
+        (default, as in ``SymmetrizedCalculator``; one more copy per system
+        unless the rule holds the identity; ``mode="random"``: on probes).
+    structure_symmetry, symmetry_tolerance :
+        Also average each system over its own symmetry operations, as in
+        ``SymmetrizedCalculator`` (found on the host, per system, and reused
+        while they hold); adds ``symmetry_operations [S]``.
     probe_interval, probe_orientations, calm_probes :
         ``mode="random"``, as in ``SymmetrizedCalculator``: one random O(3)
         element per call for the whole batch; every ``probe_interval`` calls
@@ -116,9 +148,12 @@ class SymmetrizedModel(ModelInterface):
         batch_size: int | None = None,
         remove_net_force: bool | None = None,
         residual: bool = False,
+        raw: bool = True,
         probe_interval: int = PROBE_INTERVAL,
         probe_orientations: int = 1,
         calm_probes: int = CALM_PROBES,
+        structure_symmetry: bool = False,
+        symmetry_tolerance: float = 1e-5,
     ) -> None:
         super().__init__()
         if not isinstance(model, ModelInterface):
@@ -143,10 +178,19 @@ class SymmetrizedModel(ModelInterface):
             residual=residual,
             tolerance_per_atom=tolerance_per_atom,
         )
-        self._systems_seen = None
+        if not isinstance(symmetry_tolerance, (int, float)) or not symmetry_tolerance > 0:
+            raise ValueError(
+                f"symmetry_tolerance must be a positive distance in Å, got {symmetry_tolerance!r}"
+            )
+        self.core = SymmetrizationCore(self.policy, residual=residual)
+        self._systems_seen: int | None = None
         self.batch_size = batch_size
         self.remove_net_force = bool(remove_net_force)  # None: off (see above)
         self.residual = residual
+        self.raw = raw
+        self.structure_symmetry = structure_symmetry
+        self.symmetry_tolerance = symmetry_tolerance
+        self._symmetry_caches: list[SymmetryCache] = []
         self._device = model.device
         self._dtype = model.dtype
         self._compute_forces = model.compute_forces
@@ -183,83 +227,102 @@ class SymmetrizedModel(ModelInterface):
     # -- forward -------------------------------------------------------------
 
     def forward(self, state: ts.SimState, **kwargs) -> dict[str, torch.Tensor]:
-        policy = self.policy
-        if policy.random:
+        if self.policy.random:
             return self._random_forward(state)
-        if policy.climb_due():
-            return self._climb(state)
-        matrices, weights = policy.rule_for_call()
-        averaged = self._average(state, matrices, weights)
-        policy.count_call()
-        if self.residual:
-            averaged.update(self._residual(state, matrices, weights, averaged))
-        elif policy.auto:
-            averaged.update(policy.last_residual)
-        return averaged
+        call = self.core.run(
+            self._evaluator(state),
+            _systems(state),
+            raw=self.raw,
+            net_force_removal=self.remove_net_force,
+        )
+        return self._outputs(state, call)
 
-    def _stacked(self, state, matrices) -> tuple[torch.Tensor, list]:
-        """The inner model on every copy ``g_m.x_s``: ``(g, [(atoms of s, StackedOutputs)])``."""
-        g = torch.as_tensor(np.array(matrices), dtype=torch.float64, device=state.device)
-        copies, layout = copies_state(state, g)
-        outputs = run_model(self.model, copies, self.batch_size)
-        self.evaluation_count += copies.n_systems
-        n_copies = len(g)
-        energy = outputs["energy"].reshape(state.n_systems, n_copies)
-        forces = outputs.get("forces")
-        stress = outputs.get("stress")
-        per_system = []
-        start = 0
-        for s, atoms in enumerate(layout.atoms_of_system):
-            n = len(atoms)
-            stacked = StackedOutputs(
-                energy=energy[s],
-                forces=None
-                if forces is None
-                else forces[start : start + n_copies * n].reshape(n_copies, n, 3),
-                stress=None if stress is None else stress[s * n_copies : (s + 1) * n_copies],
+    def _evaluator(self, state):
+        """The core's ``evaluate`` on this batch: every copy of every system, by
+        ``_torchsim_copies.run_copies`` (energy (M, S), forces (M, N, 3), ...)."""
+        n_batch = n_systems(state)
+
+        def evaluate(matrices, measuring: bool) -> StackedOutputs:
+            outputs = run_copies(self.model, state, matrices, self.batch_size)
+            self.evaluation_count += len(matrices) * n_batch
+            return StackedOutputs(
+                energy=outputs["energy"],
+                forces=outputs.get("forces"),
+                stress=outputs.get("stress"),
             )
-            start += n_copies * n
-            per_system.append((atoms, stacked))
-        return g, per_system
 
-    def _collect(self, state, per_system: list) -> dict[str, torch.Tensor]:
-        """Per-system ``SymmetrizedOutputs`` -> torch-sim outputs, in the model dtype."""
-        dtype = self.dtype
-        result: dict[str, Any] = {key: [] for key in ("energy", *ERROR_KEYS[:3])}
-        if per_system[0][1].forces is not None:
-            result["forces"] = torch.zeros_like(state.positions)
-            result["forces_equivariance_error_per_atom"] = state.positions.new_zeros(state.n_atoms)
-        if per_system[0][1].stress is not None:
-            result["stress"] = []
-        for atoms, mean in per_system:
-            result["energy"].append(torch.as_tensor(mean.energy, dtype=torch.float64))
-            result["energy_equivariance_error"].append(mean.energy_error)
-            if mean.forces is not None:
-                result["forces"][atoms] = mean.forces.to(dtype)
-                result["forces_equivariance_error"].append(mean.forces_error)
-                per_atom = mean.forces_error_per_atom.to(dtype)
-                result["forces_equivariance_error_per_atom"][atoms] = per_atom
-            if mean.stress is not None:
-                result["stress"].append(mean.stress)
-                result["stress_equivariance_error"].append(mean.stress_error)
-        out = {}
-        for key, value in result.items():
-            if isinstance(value, list):
-                if value:
-                    out[key] = torch.stack(value).to(dtype)
-            else:
-                out[key] = value
-        return out
+        return evaluate
 
-    def _average(self, state, matrices, weights) -> dict[str, torch.Tensor]:
-        """One pass over a rule for every system: averages and errors, in the model dtype."""
-        g, per_system = self._stacked(state, matrices)
-        w = torch.as_tensor(np.array(weights), dtype=torch.float64, device=state.device)
-        means = [
-            (atoms, symmetrize(stacked, g, w, net_force_removal=self.remove_net_force))
-            for atoms, stacked in per_system
-        ]
-        return self._collect(state, means)
+    def _outputs(self, state, call: CallResult) -> dict[str, torch.Tensor]:
+        """A call's batch results as torch-sim outputs, in the model dtype."""
+        averaged = call.averaged
+        out: dict[str, Any] = {}
+        if self.structure_symmetry:
+            averaged, out["symmetry_operations"] = self._project(state, averaged)
+        out["energy"] = averaged.energy
+        out["energy_equivariance_error"] = averaged.energy_error
+        if averaged.forces is not None:
+            out["forces"] = averaged.forces
+            out["forces_equivariance_error"] = averaged.forces_error
+            out["forces_equivariance_error_per_atom"] = averaged.forces_error_per_atom
+        if averaged.stress is not None:
+            out["stress"] = averaged.stress
+            out["stress_equivariance_error"] = averaged.stress_error
+        raw = call.raw
+        if raw is not None:
+            out["raw_energy"] = raw.energy
+            for name in ("forces", "stress"):
+                if getattr(raw, name) is not None:
+                    out[f"raw_{name}"] = getattr(raw, name)
+        if call.residual:
+            out.update({key: torch.as_tensor(value) for key, value in call.residual.items()})
+        device = state.device
+        return {
+            key: value if value.dtype == torch.bool else value.to(device=device, dtype=self.dtype)
+            for key, value in out.items()
+        }
+
+    def _project(self, state, averaged: SymmetrizedOutputs):
+        """Average each system's outputs over its own symmetry operations.
+
+        The search runs on the host, per system (spglib / moyopy, one
+        ``SymmetryCache`` per batch position, reused while the operations
+        hold); the projection of forces and stress is per system too. Off by
+        default, as in ``SymmetrizedCalculator``.
+        """
+        atoms_list = ts.io.state_to_atoms(state)
+        if len(self._symmetry_caches) != len(atoms_list):
+            self._symmetry_caches = [SymmetryCache(self.symmetry_tolerance) for _ in atoms_list]
+        order = torch.argsort(state.system_idx, stable=True)
+        counts = torch.bincount(state.system_idx, minlength=len(atoms_list)).tolist()
+        forces, stress = _tensor(averaged.forces), _tensor(averaged.stress)
+        per_atom = _tensor(averaged.forces_error_per_atom)
+        energy, energy_error = _tensor(averaged.energy), _tensor(averaged.energy_error)
+        sizes = []
+        for s, (atoms, index) in enumerate(
+            zip(atoms_list, torch.split(order, counts), strict=True)
+        ):
+            symmetry = self._symmetry_caches[s].find(atoms)
+            sizes.append(len(symmetry))
+            one = SymmetrizedOutputs(
+                energy=energy[s],
+                forces=None if forces is None else forces[index],
+                stress=None if stress is None else stress[s],
+                energies=None,
+                energy_error=energy_error[s],
+                forces_error=None,
+                forces_error_per_atom=None if per_atom is None else per_atom[index],
+                stress_error=None,
+            )
+            one = project_onto_structure(one, symmetry)
+            if forces is not None:
+                forces[index] = as_float64(one.forces, like=forces)
+            if stress is not None:
+                stress[s] = as_float64(one.stress, like=stress)
+            if per_atom is not None:
+                per_atom[index] = as_float64(one.forces_error_per_atom, like=per_atom)
+        projected = replace(averaged, forces=forces, stress=stress, forces_error_per_atom=per_atom)
+        return projected, torch.as_tensor(sizes, device=state.device)
 
     # -- mode="random" -------------------------------------------------------
 
@@ -273,51 +336,54 @@ class SymmetrizedModel(ModelInterface):
         dropped when the batch changes size.
         """
         policy = self.policy
-        if state.n_systems != self._systems_seen:
+        size = n_systems(state)
+        if size != self._systems_seen:
             policy.forget_systems()
-            self._systems_seen = state.n_systems
+            self._systems_seen = size
         probing = policy.probe_scheduled()
-        escalated = sorted(s for s in policy.escalated_systems if s < state.n_systems)
-        calm = [s for s in range(state.n_systems) if s not in escalated]
+        escalated = sorted(s for s in policy.escalated_systems if s < size)
+        calm = [s for s in range(size) if s not in escalated]
+        cleaning: dict[str, Any] = {"net_force_removal": self.remove_net_force}
         pieces = []
         if calm:
+            sub = state if not escalated else state[calm]
+            systems = _systems(sub)
             step = policy.step_rotation()
             extra = policy.probe_rotations() if probing else np.zeros((0, 3, 3))
-            sub = state if not escalated else state[calm]
-            g, per_system = self._stacked(sub, np.concatenate([step, extra]))
-            outputs = []
-            for atoms, stacked in per_system:
-                mean = symmetrize(
-                    stacked.select(slice(0, 1)),
-                    g[:1],
-                    g.new_ones(1),
-                    net_force_removal=self.remove_net_force,
+            k = 1 + len(extra)
+            lab = np.eye(3)[None] if probing and self.raw else np.zeros((0, 3, 3))
+            matrices = np.concatenate([step, extra, lab])
+            outputs = self._evaluator(sub)(matrices, False)
+            mean = symmetrize_systems(
+                outputs.select(slice(0, 1)), matrices[:1], np.ones(1), systems, **cleaning
+            )
+            if probing:
+                estimate = estimate_equivariance_errors(
+                    outputs.select(slice(0, k)), matrices[:k], systems=systems, **cleaning
                 )
-                if probing:
-                    estimate = estimate_equivariance_errors(
-                        stacked, g, net_force_removal=self.remove_net_force
-                    )
-                    mean = with_errors_of(mean, estimate)
-                outputs.append((atoms, mean))
-            pieces.append((calm, sub, self._collect(sub, outputs)))
+                mean = with_errors_of(mean, estimate)
+            raw = outputs.select(k) if len(lab) else None
+            pieces.append((calm, self._outputs(sub, CallResult(mean, raw, None))))
         climbed = False
         if escalated:
             sub = state[escalated]
+            evaluate, systems = self._evaluator(sub), _systems(sub)
             if policy.climb_due(on_rule=True):
-                averaged, climbed = self._climb(sub), True
+                call, climbed = self.core.climb(evaluate, systems, **cleaning), True
             else:
                 rule = policy.rule
-                averaged = self._average(sub, rule.matrices, rule.weights)
-            pieces.append((escalated, sub, averaged))
+                averaged, _ = self.core.average(
+                    evaluate, systems, rule.matrices, rule.weights, **cleaning
+                )
+                call = CallResult(averaged, None, None)
+            pieces.append((escalated, self._outputs(sub, call)))
         if not climbed:  # a climb counts its call
             policy.count_call(on_rule=bool(escalated))
-        out = pieces[0][2] if len(pieces) == 1 else self._merge(state, pieces)
-        out["symmetrized_over_rule"] = torch.zeros(
-            state.n_systems, dtype=torch.bool, device=state.device
-        )
+        out = pieces[0][1] if len(pieces) == 1 else self._merge(state, pieces)
+        out["symmetrized_over_rule"] = torch.zeros(size, dtype=torch.bool, device=state.device)
         out["symmetrized_over_rule"][escalated] = True
         if probing:
-            counts = torch.bincount(state.system_idx, minlength=state.n_systems)
+            counts = torch.bincount(state.system_idx, minlength=size)
             errors = forces_metric(
                 out.get("forces_equivariance_error"), out["energy_equivariance_error"], counts
             )
@@ -325,88 +391,37 @@ class SymmetrizedModel(ModelInterface):
                 message = policy.observe(error, system)
                 if message is not None:
                     warn_user(f"system {system}: {message}", EquivarianceWarning)
-        elif calm:
-            # one copy per calm system: no spread (the escalated keep their rule's)
-            calm_atoms = torch.isin(state.system_idx, torch.as_tensor(calm, device=state.device))
-            for key in ERROR_KEYS:
-                if key in out:
-                    mask = calm_atoms if key.endswith("per_atom") else torch.as_tensor(calm)
-                    out[key][mask] = float("nan")
         return out
 
     @staticmethod
     def _merge(state, pieces) -> dict[str, torch.Tensor]:
-        """Outputs of sub-batches (systems, sub-state, outputs) back into the batch's order."""
+        """Outputs of sub-batches (systems, outputs) back into the batch's order."""
         out: dict[str, torch.Tensor] = {}
-        for systems, sub, values in pieces:
+        for systems, values in pieces:
             index = torch.as_tensor(systems, device=state.device)
             # the atoms of the sub-state's systems, in the full state's numbering
-            atom_index = torch.cat(
-                [torch.nonzero(state.system_idx == s).flatten() for s in systems]
-            )
-            order = torch.argsort(sub.system_idx, stable=True)
+            atom_index = torch.nonzero(torch.isin(state.system_idx, index)).flatten()
             for key, value in values.items():
-                per_atom = value.shape[0] == sub.n_atoms and key not in ("energy",)
-                per_atom = per_atom and (key == "forces" or key.endswith("per_atom"))
+                per_atom = key in PER_ATOM_KEYS
                 if key not in out:
-                    size = state.n_atoms if per_atom else state.n_systems
+                    size = state.n_atoms if per_atom else n_systems(state)
                     # NaN where a sub-batch has no such output (a residual after a climb)
                     out[key] = value.new_full((size, *value.shape[1:]), float("nan"))
                 if per_atom:
-                    out[key][atom_index] = value[order]
+                    out[key][atom_index] = value
                 else:
                     out[key][index] = value
         return out
 
-    def _residual(self, state, matrices, weights, averaged):
-        """Per system: the same rule again in Haar-random orientations (``RulePolicy.measure``)."""
-        return self.policy.measure(
-            matrices,
-            weights,
-            averaged,
-            lambda rotated, weights: self._average(state, rotated, weights),
-            lambda averages, improper: self._pooled(state, averages, improper),
-        )[1]
 
-    def _pooled(self, state, averages, improper) -> tuple[float, dict[str, torch.Tensor]]:
-        """``(worst system's metric, *_residual [S])`` from the averages of several orientations."""
-        energies = torch.stack([a["energy"] for a in averages], dim=1)  # (S, K)
-        residual = {
-            "energy_residual": _stack([pooled_residual(list(e), improper) for e in energies])
-        }
-        counts = torch.bincount(state.system_idx, minlength=state.n_systems)
-        if "forces" in averages[0]:
-            order = torch.argsort(state.system_idx, stable=True)
-            per_system, worst_atom = [], []
-            for atoms in torch.split(order, counts.tolist()):
-                forces = [a["forces"][atoms] for a in averages]
-                per_system.append(pooled_residual(forces, improper))
-                worst_atom.append(pooled_residual_per_atom(forces, improper).max())
-            residual["forces_residual"] = _stack(per_system)
-            residual["forces_residual_max_atom"] = _stack(worst_atom)
-        if "stress" in averages[0]:
-            stresses = torch.stack([a["stress"] for a in averages], dim=1)  # (S, K, 3, 3)
-            residual["stress_residual"] = _stack(
-                [pooled_residual(list(s), improper) for s in stresses]
-            )
-        residual = {key: value.to(self.dtype) for key, value in residual.items()}
-        metric = forces_metric(
-            residual.get(self.policy.metric_key), residual["energy_residual"], counts
-        )
-        return float(metric.max()), residual
-
-    def _climb(self, state) -> dict[str, torch.Tensor]:
-        """quadrature="auto": measure the rule on this batch, climb while the residual is large."""
-        _, residual, averaged = self.policy.climb(
-            lambda rule: self._average(state, rule.matrices, rule.weights),
-            lambda rotated, weights: self._average(state, rotated, weights),
-            lambda averages, improper: self._pooled(state, averages, improper),
-        )
-        averaged = dict(averaged)
-        averaged.update(residual)
-        return averaged
+#: the outputs with one row per atom (the rest have one per system)
+PER_ATOM_KEYS = frozenset({"forces", "raw_forces", "forces_equivariance_error_per_atom"})
 
 
-def _stack(values) -> torch.Tensor:
-    """0-d float64 tensors (``metrics`` on torch input) into one (S,) tensor."""
-    return torch.stack([torch.as_tensor(value) for value in values])
+def _tensor(value) -> Any:
+    """A copy of a torch-side result (None stays None), for in-place projection."""
+    return None if value is None else torch.as_tensor(value).clone()
+
+
+def _systems(state) -> Systems:
+    return Systems.of_batch(state.system_idx, n_systems(state))

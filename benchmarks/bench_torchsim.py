@@ -120,11 +120,10 @@ def bench_batched_vs_loop(names, rules, repeats, device):
 
 
 def bench_overhead(names, repeats, device, n_systems=8, spec="group:T"):
-    import torch
     import torch_sim as ts
 
     from ase_symcalc import get_quadrature
-    from ase_symcalc._torchsim_copies import copies_state, run_model
+    from ase_symcalc._torchsim_copies import run_copies
     from ase_symcalc.torchsim import SymmetrizedModel
 
     rows = []
@@ -134,14 +133,13 @@ def bench_overhead(names, repeats, device, n_systems=8, spec="group:T"):
         state = ts.io.atoms_to_state(systems, device=model.device, dtype=model.dtype)
         wrapper = SymmetrizedModel(model, quadrature=spec)
         rule = get_quadrature(spec)
-        copies, _ = copies_state(state, torch.as_tensor(rule.matrices))
-        run_model(model, copies, None)
+        run_copies(model, state, rule.matrices)
         wrapper(state)  # warm-up both
         t_inner, t_wrapper = [], []
         for _ in range(repeats):
             _sync(device)
             start = time.perf_counter()
-            run_model(model, copies, None)
+            run_copies(model, state, rule.matrices)  # the copies and the model alone
             _sync(device)
             t_inner.append(time.perf_counter() - start)
             start = time.perf_counter()

@@ -411,7 +411,7 @@ def test_a_relaxation_reuses_the_operations_and_matches_a_fresh_search(symmetry_
     atoms.calc = SymmetrizedCalculator(EMT(), **options)
     BFGS(atoms, logfile=None).run(fmax=1e-3, steps=30)
     assert len(calls) == 1
-    symmetry = atoms.calc._symmetry_cache[-1]
+    symmetry = atoms.calc._symmetry_cache.symmetry
     assert len(symmetry) > 1
     fresh = atoms.copy()
     fresh.calc = SymmetrizedCalculator(EMT(), **options)

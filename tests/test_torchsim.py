@@ -8,6 +8,7 @@ metatomic-torchsim. Skipped where torch-sim is not installed (Python < 3.12).
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ pytest.importorskip("torch_sim", reason="torch-sim needs Python >= 3.12")
 import mace  # noqa: E402, F401  (before e3nn on torch 2.13)
 import torch  # noqa: E402
 import torch_sim as ts  # noqa: E402
+from torch_sim.models.interface import ModelInterface  # noqa: E402
 
 from ase_symcalc import SymmetrizedCalculator  # noqa: E402
 from ase_symcalc._torchsim_copies import copies_state  # noqa: E402
@@ -70,7 +72,7 @@ def test_copies_follow_ase_convention(seed):
     atoms.set_cell(atoms.cell.array + np.array([[0, 0.3, 0], [0.2, 0, 0], [0, 0, 0.1]]))
     g = _random_o3(seed)
     state = ts.io.atoms_to_state([atoms], device="cpu", dtype=torch.float64)
-    copies, _ = copies_state(state, torch.as_tensor(g[None]))
+    copies = copies_state(state, torch.as_tensor(g[None]))
     expected = ts.io.atoms_to_state([rotated_atoms(atoms, g)], device="cpu", dtype=torch.float64)
     np.testing.assert_allclose(copies.positions, expected.positions, atol=1e-12, err_msg=f"g={g}")
     np.testing.assert_allclose(copies.cell, expected.cell, atol=1e-12, err_msg=f"g={g}")
@@ -177,6 +179,9 @@ def test_symmetrized_model_md_of_three_systems(orb):
     for key in ERROR_KEYS[:3]:
         assert output[key].shape == (3,) and torch.all(output[key] > 0), key
     assert output["forces_equivariance_error_per_atom"].shape == (state.n_atoms,)
+    raw = orb(state)  # the raw outputs are the inner model's on the unrotated batch
+    for key in ("energy", "forces", "stress"):
+        np.testing.assert_allclose(output[f"raw_{key}"], raw[key].detach(), atol=2e-5, err_msg=key)
     start = 0
     for atoms in systems:  # step 0 = the calculator, system by system
         atoms.calc = calc = SymmetrizedCalculator(orb, quadrature="group:T", raw=False)
@@ -199,7 +204,8 @@ def test_symmetrized_model_md_of_three_systems(orb):
     )
     assert final.n_systems == 3
     assert torch.isfinite(final.positions).all()
-    copies = 3 * len(model.quadrature)  # 24 copies of each of the 3 systems per forward
+    # 24 copies of each of the 3 systems per forward, and the raw (lab-frame) one
+    copies = 3 * (len(model.quadrature) + 1)
     assert model.evaluation_count % copies == 0 and model.evaluation_count >= 4 * copies
 
 
@@ -316,8 +322,11 @@ def test_random_mode_per_system_estimates_equal_the_calculator(orb64):
     model = SymmetrizedModel(orb64, mode="random", seed=5, probe_interval=2)
     probed = model(state)
     between = model(state)
-    assert model.evaluation_count == 3 * 2 + 3  # step + probe, then the step alone
+    # step + probe + the lab frame (raw), then the step alone
+    assert model.evaluation_count == 3 * 3 + 3
     assert torch.isnan(between["forces_equivariance_error"]).all()
+    assert "raw_forces" in probed and "raw_forces" not in between
+    np.testing.assert_allclose(probed["raw_forces"], orb64(state)["forces"].detach(), atol=1e-12)
     assert not probed["symmetrized_over_rule"].any()
     for index, atoms in enumerate(systems):
         calc = SymmetrizedCalculator(orb64, mode="random", seed=5, probe_interval=2, raw=False)
@@ -443,3 +452,92 @@ def test_unknown_elements_are_refused_before_the_model_runs(mace64):
     with pytest.raises(ValueError, match=r"knows Cu \(29\); this structure also has H \(1\), O"):
         water.get_potential_energy()
     assert calc.evaluation_count == 0
+
+
+class _FieldModel(ModelInterface):
+    """E_s = sum_i (e . r_i)^2 over the atoms of system s, in pure torch (index_add):
+    an anisotropic model whose forward has no host sync of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self._device, self._dtype = torch.device("cpu"), torch.float64
+        self._compute_forces, self._compute_stress = True, True
+        self.direction = torch.tensor([0.3, -0.5, 0.8], dtype=torch.float64)
+
+    def forward(self, state, **kwargs):
+        projection = state.positions @ self.direction
+        n = state.cell.shape[0]
+        energy = torch.zeros(n, dtype=torch.float64).index_add_(0, state.system_idx, projection**2)
+        forces = -2 * projection[:, None] * self.direction
+        stress = torch.zeros(n, 3, 3, dtype=torch.float64)
+        return {"energy": energy, "forces": forces, "stress": stress}
+
+
+class _HostSyncs(torch.overrides.TorchFunctionMode):
+    """Records the operations that wait for the device (``item``, ``tolist``,
+    truth values, ``nonzero``, ``unique``, copies to the host) called from
+    ase_symcalc's own code."""
+
+    SYNCS = frozenset(
+        {
+            "item",
+            "tolist",
+            "__bool__",
+            "__int__",
+            "__float__",
+            "__index__",
+            "nonzero",
+            "unique",
+            "cpu",
+            "numpy",
+            "bincount_tolist",
+        }
+    )
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.SYNCS:
+            frame = sys._getframe(1)
+            module = frame.f_globals.get("__name__", "")
+            if module.startswith("ase_symcalc"):
+                self.calls.append(f"{name} in {module}:{frame.f_lineno}")
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_fixed_rule_forward_is_vectorised_without_host_syncs():
+    """Three systems: one inner call per chunk of copies for the whole batch, the
+    result the calculator's for each system, and no host sync in ase_symcalc's
+    code on the fixed-rule path (torch-sim's own SimState checks aside)."""
+    systems = [_cu((1, 1, 1), seed=0), _cu((1, 1, 2), seed=1), _cu((2, 1, 1), seed=2)]
+    inner = _FieldModel()
+    state = ts.io.atoms_to_state(systems, device="cpu", dtype=torch.float64)
+    model = SymmetrizedModel(inner, quadrature="group:T", batch_size=10_000)
+    calls = []
+    handle = inner.register_forward_hook(lambda module, args, output: calls.append(1))
+    syncs = _HostSyncs()
+    with syncs:
+        output = model(state)
+    handle.remove()
+    assert syncs.calls == []
+    assert len(calls) == 1  # all 3 x 25 copies (the raw one included) in one call
+    # (e . r)^2 has degree 2, which group:T averages exactly: E_s = |e|^2 sum |r|^2 / 3
+    e2 = float(inner.direction @ inner.direction)
+    for index, atoms in enumerate(systems):
+        mask = (state.system_idx == index).numpy()
+        positions = state.positions[mask].numpy()
+        expected = e2 * (positions**2).sum() / 3
+        np.testing.assert_allclose(float(output["energy"][index]), expected, rtol=1e-12)
+        np.testing.assert_allclose(output["forces"][mask], -2 * e2 * positions / 3, atol=1e-12)
+        atoms.calc = calc = SymmetrizedCalculator(inner, quadrature="group:T")
+        atoms.get_forces()
+        for key in ("energy_equivariance_error", "forces_equivariance_error"):
+            np.testing.assert_allclose(output[key][index], calc.results[key], rtol=1e-10)
+        np.testing.assert_allclose(
+            output["forces_equivariance_error_per_atom"][mask],
+            calc.results["forces_equivariance_error_per_atom"],
+            rtol=1e-10,
+        )

@@ -88,13 +88,13 @@ class TorchSimEvaluator:
     def evaluate(
         self, atoms: Atoms, matrices: np.ndarray, properties: Sequence[str]
     ) -> StackedOutputs:
-        from .._torchsim_copies import copies_of_atoms, run_model
+        from .._torchsim_copies import copies_of_atoms, run_copies
 
         n_copies, n_atoms = len(matrices), len(atoms)
         check_elements(atoms, self.known_elements, self.name)
-        state, _ = copies_of_atoms(atoms, matrices, self.model.device, self.model.dtype)
+        state = copies_of_atoms(atoms, self.model.device, self.model.dtype)
         try:
-            outputs = run_model(self.model, state, self.batch_size)
+            outputs = run_copies(self.model, state, matrices, self.batch_size)
         except Exception as error:
             if hasattr(error, "add_note"):
                 error.add_note(f"raised by {self.name} on {n_copies} rotated copies")
@@ -140,7 +140,7 @@ class TorchSimEvaluator:
         MACE's messages) or the ``x`` / ``node_feats`` entry of a graph
         dictionary (SevenNet). ``properties`` come from the same pass.
         """
-        from .._torchsim_copies import copies_of_atoms, run_model
+        from .._torchsim_copies import copies_of_atoms, run_copies
 
         modules = dict(self.model.named_modules())
         missing = [name for name in names if name not in modules]
@@ -161,8 +161,8 @@ class TorchSimEvaluator:
 
         handles = [modules[name].register_forward_hook(record(name)) for name in names]
         try:
-            state, _ = copies_of_atoms(atoms, matrices, self.model.device, self.model.dtype)
-            outputs = run_model(self.model, state, batch_size or self.batch_size)
+            state = copies_of_atoms(atoms, self.model.device, self.model.dtype)
+            outputs = run_copies(self.model, state, matrices, batch_size or self.batch_size)
         finally:
             for handle in handles:
                 handle.remove()
