@@ -88,7 +88,8 @@ def run_copies(model, state, matrices, batch_size: int | None = None) -> dict[st
     The copies are built and run ``copies_per_call`` at a time, so memory is
     bounded by one call, not by M.
     """
-    matrices = torch.as_tensor(np.asarray(matrices) if not torch.is_tensor(matrices) else matrices)
+    if not torch.is_tensor(matrices):  # a copy: rule matrices are read-only arrays
+        matrices = torch.tensor(np.array(matrices, dtype=np.float64))
     matrices = matrices.to(device=state.device, dtype=torch.float64)
     n_batch, n_atoms = n_systems(state), state.n_atoms
     step = copies_per_call(state, batch_size)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import (
@@ -22,6 +20,7 @@ from .symmetrize import (
     Systems,
     as_batch,
     estimate_equivariance_errors,
+    first_structure,
     project_onto_structure,
     symmetrize,
     system,
@@ -225,13 +224,62 @@ class SymmetrizedCalculator(Calculator):
         "symmetry_tolerance": 1e-5,
     }
 
-    def __init__(self, base, quadrature="group:I", **kwargs):
-        self.evaluator = make_evaluator(
-            base,
-            batch_size=kwargs.get("batch_size"),
-            forces=kwargs.get("forces"),
-            variant=kwargs.get("variant"),
+    def __init__(
+        self,
+        base,
+        quadrature: str | O3Quadrature = "group:I",
+        *,
+        inversion: bool = True,
+        orientation: str | np.ndarray | None = "generic",
+        mode: str = "grid",
+        seed: int | None = None,
+        batch_size: int | None = None,
+        remove_net_force: bool | None = None,
+        remove_net_torque: bool = False,
+        forces: str | None = None,
+        variant: str | None = None,
+        convergence_tolerance: float | None = None,
+        raw: bool = True,
+        residual: bool = False,
+        tolerance: float | None = None,
+        tolerance_per_atom: bool = False,
+        recheck: int | None = 100,
+        probe_interval: int = PROBE_INTERVAL,
+        probe_orientations: int = 1,
+        calm_probes: int = CALM_PROBES,
+        structure_symmetry: bool = False,
+        symmetry_tolerance: float = 1e-5,
+        **kwargs,
+    ):
+        # the options are ASE parameters (todict, set); **kwargs: ASE's own (label,
+        # directory, atoms), an unknown one is an UnknownOptionError from set()
+        options = {
+            "inversion": inversion,
+            "orientation": orientation,
+            "mode": mode,
+            "seed": seed,
+            "batch_size": batch_size,
+            "remove_net_force": remove_net_force,
+            "remove_net_torque": remove_net_torque,
+            "forces": forces,
+            "variant": variant,
+            "convergence_tolerance": convergence_tolerance,
+            "raw": raw,
+            "residual": residual,
+            "tolerance": tolerance,
+            "tolerance_per_atom": tolerance_per_atom,
+            "recheck": recheck,
+            "probe_interval": probe_interval,
+            "probe_orientations": probe_orientations,
+            "calm_probes": calm_probes,
+            "structure_symmetry": structure_symmetry,
+            "symmetry_tolerance": symmetry_tolerance,
+        }
+        # only what differs from the defaults, so that todict() stays as short as before
+        kwargs.update(
+            {k: v for k, v in options.items() if not _same(v, self.default_parameters[k])}
         )
+        self.evaluator = make_evaluator(base, batch_size=batch_size, forces=forces, variant=variant)
         self.base = base
         #: number of rotated copies the base model has evaluated so far
         self.evaluation_count = 0
@@ -432,7 +480,7 @@ class SymmetrizedCalculator(Calculator):
                 **self._cleaning(atoms),
             )
             averaged = system(call.averaged)
-            raw = _one_structure(call.raw)
+            raw = None if call.raw is None else first_structure(call.raw)
             residual = None if call.residual is None else _scalars(call.residual)
         results = self._results(averaged, raw, residual, symmetry)
         if self.parameters.convergence_tolerance is not None and not self._convergence_checked:
@@ -703,26 +751,16 @@ def _unknown_options_message(unknown: list[str], known) -> str:
     )
 
 
-def _one_structure(outputs: StackedOutputs | None) -> StackedOutputs | None:
-    """A batch of one's raw copy as one structure's (energy a scalar, stress 3x3)."""
-    if outputs is None:
-        return None
-
-    def first(values):
-        return None if values is None else values[0]
-
-    return replace(
-        outputs,
-        energy=first(outputs.energy),
-        stress=first(outputs.stress),
-        direct_stress=first(outputs.direct_stress),
-        free_energy=first(outputs.free_energy),
-    )
-
-
 def _scalars(residual: dict) -> dict:
     """A batch of one's residuals (arrays of one, or lists after a restart) as floats."""
     return {key: float(np.asarray(value).reshape(-1)[0]) for key, value in residual.items()}
+
+
+def _same(value, default) -> bool:
+    try:
+        return bool(value is default or (type(value) is type(default) and value == default))
+    except (TypeError, ValueError):  # arrays
+        return False
 
 
 def _info_equal(first: dict, second: dict) -> bool:

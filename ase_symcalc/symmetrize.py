@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -250,19 +251,26 @@ def symmetrize_systems(
     return result
 
 
+def _per_structure(outputs: StackedOutputs, change) -> StackedOutputs:
+    """``outputs`` with ``change`` applied to the fields that hold one value per
+    structure (energy, stress, direct stress, free energy)."""
+    fields = ("energy", "stress", "direct_stress", "free_energy")
+    changed: dict[str, Any] = {}
+    for name in fields:
+        value = getattr(outputs, name)
+        changed[name] = None if value is None else change(value)
+    return replace(outputs, **changed)
+
+
 def as_batch(outputs: StackedOutputs) -> StackedOutputs:
     """One structure's stacked outputs as a batch of one (energy (M, 1), stress (M, 1, 3, 3))."""
+    return _per_structure(outputs, lambda values: values[:, None])
 
-    def system_axis(values):
-        return None if values is None else values[:, None]
 
-    return replace(
-        outputs,
-        energy=system_axis(outputs.energy),
-        stress=system_axis(outputs.stress),
-        direct_stress=system_axis(outputs.direct_stress),
-        free_energy=system_axis(outputs.free_energy),
-    )
+def first_structure(outputs: StackedOutputs) -> StackedOutputs:
+    """One copy's outputs of a batch of one (``select``-ed: energy (1,), stress (1, 3, 3))
+    as one structure's: energy a scalar, stress 3x3."""
+    return _per_structure(outputs, lambda values: values[0])
 
 
 def system(result: SymmetrizedOutputs, index: int = 0) -> SymmetrizedOutputs:

@@ -352,3 +352,22 @@ def test_workflows_refuse_bad_input_before_any_model_call(workflow, options, wor
         run(calculators, atoms, **options)
     if before is not None:  # the user's Atoms untouched
         assert atoms == before
+
+
+def test_options_are_typed_keyword_only_arguments_with_the_ase_defaults():
+    """Every option is a keyword-only constructor argument whose default is ASE's
+    ``default_parameters`` entry (the two cannot drift apart)."""
+    import inspect
+
+    from ase_symcalc import SymmetrizedCalculator
+
+    parameters = inspect.signature(SymmetrizedCalculator).parameters
+    defaults = SymmetrizedCalculator.default_parameters
+    assert parameters["quadrature"].default == defaults["quadrature"]
+    options = {
+        name: p for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert set(options) == set(defaults) - {"quadrature"}
+    for name, parameter in options.items():
+        assert parameter.default == defaults[name], name
+        assert parameter.annotation is not inspect.Parameter.empty, name

@@ -40,10 +40,21 @@ def test_shipped_model_is_listed_and_loads_offline(cu4):
         path("nope")
 
 
-def test_the_first_model_is_shipped_beside_the_default_and_selectable_by_environment(
-    monkeypatch,
+def test_the_first_model_is_archived_fetched_offline_and_selectable_by_environment(
+    monkeypatch, tmp_path
 ):
-    assert path("pet-cu-emt-v1").stat().st_size < 5e6
+    from ase_symcalc import models
+
+    monkeypatch.setenv("ASE_SYMCALC_MODELS_DIR", str(tmp_path / "models"))
+    # not in the wheel: a clear error naming the script, until it is fetched
+    with pytest.raises(FileNotFoundError, match="scripts/fetch_model.py pet-cu-emt-v1"):
+        path("pet-cu-emt-v1")
+    with pytest.raises(FileNotFoundError, match="retrain"):
+        models.fetch("pet-cu-emt-v1", source=tmp_path / "empty")
+    assert not (tmp_path / "models" / "pet-cu-emt-v1.pt").exists()
+    fetched = models.fetch("pet-cu-emt-v1")  # from this checkout's training/archive
+    assert fetched == path("pet-cu-emt-v1") and fetched.stat().st_size < 5e6
+    assert not list((tmp_path / "models").glob(".*partial"))
     assert metadata("pet-cu-emt-v1")["name"] == "pet-cu-emt-v1"
     assert metadata()["recipe"] == "elastic-v4"
     monkeypatch.setenv("ASE_SYMCALC_MODEL", "pet-cu-emt-v1")
@@ -362,7 +373,8 @@ def test_model_ships_in_the_wheel_and_loads_from_it(tmp_path):
     )
     wheel = next((tmp_path / "dist").glob("ase_symcalc-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
-        assert "ase_symcalc/models/data/pet-cu-emt.pt" in archive.namelist()
+        models_in_wheel = [name for name in archive.namelist() if name.endswith(".pt")]
+        assert models_in_wheel == ["ase_symcalc/models/data/pet-cu-emt.pt"]  # one model ships
         archive.extractall(tmp_path / "site")
     site = str(tmp_path / "site")
     code = (

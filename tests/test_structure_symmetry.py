@@ -203,7 +203,7 @@ def test_analytic_model_exactly_symmetric(name):
 @pytest.fixture
 def symmetry_searches(monkeypatch):
     """The tolerances of every ``find_symmetry`` call the calculator makes."""
-    import ase_symcalc.calculator as module
+    import ase_symcalc.structure_symmetry as module
 
     calls = []
     original = module.find_symmetry

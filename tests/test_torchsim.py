@@ -30,6 +30,7 @@ from ase_symcalc.models.random_torchsim import (  # noqa: E402
 )
 from ase_symcalc.quadrature import get_quadrature  # noqa: E402
 from ase_symcalc.torchsim import ERROR_KEYS, SymmetrizedModel  # noqa: E402
+from ase_symcalc.transforms import voigt_to_matrix  # noqa: E402
 
 
 def _cu(repeat=(1, 1, 2), rattle=0.05, seed=0, a=3.61):
@@ -541,3 +542,27 @@ def test_the_fixed_rule_forward_is_vectorised_without_host_syncs():
             calc.results["forces_equivariance_error_per_atom"],
             rtol=1e-10,
         )
+
+
+def test_structure_symmetry_per_system_matches_the_calculator(orb64):
+    perfect = _cu((1, 1, 1), rattle=0.0)
+    displaced = _cu((1, 1, 2), rattle=0.0)
+    displaced.positions[0, 2] += 0.1  # keeps the operations that fix atom 0's column
+    rattled = _cu((1, 1, 1), seed=4)
+    systems = [perfect, displaced, rattled]
+    state = ts.io.atoms_to_state(systems, device="cpu", dtype=torch.float64)
+    model = SymmetrizedModel(orb64, quadrature="group:T", structure_symmetry=True)
+    output = model(state)
+    for index, atoms in enumerate(systems):
+        atoms.calc = calc = SymmetrizedCalculator(
+            orb64, quadrature="group:T", structure_symmetry=True, raw=False
+        )
+        mask = (state.system_idx == index).numpy()
+        np.testing.assert_allclose(output["forces"][mask], atoms.get_forces(), atol=1e-10)
+        np.testing.assert_allclose(
+            output["stress"][index], voigt_to_matrix(atoms.get_stress()), atol=1e-10
+        )
+        assert int(output["symmetry_operations"][index]) == calc.results["symmetry_operations"]
+    assert int(output["symmetry_operations"][0]) >= 48  # the cubic cell: Fm-3m
+    np.testing.assert_allclose(output["forces"][(state.system_idx == 0).numpy()], 0, atol=1e-12)
+    assert int(output["symmetry_operations"][2]) == 1

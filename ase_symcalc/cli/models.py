@@ -17,12 +17,16 @@ def add_parser(sub) -> None:
 
 def model_rows() -> list[dict]:
     """One row per known model: the shipped ones, then the pretrained ones."""
-    from ..models import list_pretrained, named
+    from ..models import ARCHIVED, list_pretrained, models_dir, named
     from ..models import path as shipped_path
 
-    rows = []
+    rows: list[dict] = []
     for name, description in list_pretrained().items():
-        file = shipped_path(name)
+        try:
+            file = shipped_path(name)
+            state = "fetched" if name in ARCHIVED else "shipped"
+        except FileNotFoundError:  # archived, not fetched yet
+            file, state = models_dir() / f"{name}.pt", "archived (scripts/fetch_model.py)"
         rows.append(
             {
                 "name": name,
@@ -30,9 +34,9 @@ def model_rows() -> list[dict]:
                 "architecture": "metatomic (PET)",
                 "equivariance": "none",
                 "file": file.name,
-                "state": "shipped",
+                "state": state,
                 "path": str(file),
-                "size_MB": file.stat().st_size / 1e6,
+                "size_MB": file.stat().st_size / 1e6 if file.is_file() else None,
                 "description": description,
                 "note": "",
             }

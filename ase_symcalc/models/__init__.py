@@ -19,8 +19,10 @@ __all__ = [
     "DEFAULT_MODEL",
     "default_name",
     "feature_groups",
+    "fetch",
     "list_pretrained",
     "metadata",
+    "models_dir",
     "path",
     "pretrained",
 ]
@@ -40,10 +42,64 @@ _MODELS = {
     ),
     "pet-cu-emt-v1": (
         "The first pet-cu-emt (recipe v1): accurate forces, but a direct stress "
-        "without shear stiffness (C44 = 0, C11 = C12); kept so that numbers measured "
-        "with it reproduce"
+        "without shear stiffness (C44 = 0, C11 = C12); archived, not in the wheel: "
+        "python scripts/fetch_model.py pet-cu-emt-v1 installs it, so that numbers "
+        "measured with it reproduce"
     ),
 }
+
+#: models listed but not in the wheel (one model ships): ``fetch`` installs them
+#: into ``models_dir()`` from a source checkout's ``training/archive``
+ARCHIVED = frozenset({"pet-cu-emt-v1"})
+
+#: environment variable naming the folder of fetched (archived) models
+MODELS_DIR_ENVIRONMENT_VARIABLE = "ASE_SYMCALC_MODELS_DIR"
+
+
+def models_dir() -> Path:
+    """Where fetched models live: ``$ASE_SYMCALC_MODELS_DIR`` or
+    ``~/.cache/ase-symcalc/models``."""
+    folder = os.environ.get(MODELS_DIR_ENVIRONMENT_VARIABLE)
+    return Path(folder) if folder else Path.home() / ".cache" / "ase-symcalc" / "models"
+
+
+def archive_dir() -> Path:
+    """The archived models of a source checkout (``training/archive``)."""
+    return Path(__file__).resolve().parents[2] / "training" / "archive"
+
+
+def fetch(name: str, source: str | os.PathLike | None = None) -> Path:
+    """Install an archived model into ``models_dir()`` and return its ``.pt`` path.
+
+    From ``source`` (a folder holding ``NAME.pt`` and ``NAME.json``), else from
+    the source checkout's ``training/archive``. No network: a model neither
+    place has must be retrained (``python -m ase_symcalc.models.train
+    --recipe v1`` for ``pet-cu-emt-v1``).
+    """
+    import shutil
+
+    if name not in ARCHIVED:
+        raise ValueError(
+            f"{name!r} is not an archived model (archived: {', '.join(sorted(ARCHIVED))}); "
+            "the shipped ones need no fetching"
+        )
+    folder = Path(source) if source is not None else archive_dir()
+    file = folder / f"{name}.pt"
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{file} does not exist: run this from a source checkout of ase-symcalc (its "
+            "training/archive holds the file), give source=FOLDER, or retrain the model "
+            "with python -m ase_symcalc.models.train --recipe v1"
+        )
+    target = models_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    for suffix in (".pt", ".json"):
+        if (folder / f"{name}{suffix}").is_file():
+            # copy, then rename: an interrupted fetch never leaves half a model
+            partial = target / f".{name}{suffix}.partial"
+            shutil.copyfile(folder / f"{name}{suffix}", partial)
+            os.replace(partial, target / f"{name}{suffix}")
+    return target / f"{name}.pt"
 
 
 def list_pretrained() -> dict[str, str]:
@@ -73,8 +129,18 @@ def _check_name(name: str | None) -> str:
 
 
 def path(name: str | None = None) -> Path:
-    """The ``.pt`` file of a shipped model (inside the installed package)."""
+    """The ``.pt`` file of a shipped model (inside the installed package), or of
+    an archived one once fetched (``models_dir()``)."""
     name = _check_name(name)
+    if name in ARCHIVED:
+        file = models_dir() / f"{name}.pt"
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"{name!r} is archived, not shipped in the wheel; install it with "
+                f"python scripts/fetch_model.py {name} (or ase_symcalc.models.fetch({name!r})) "
+                f"from a source checkout; it goes to {models_dir()}"
+            )
+        return file
     file = Path(str(resources.files(__name__).joinpath("data", f"{name}.pt")))
     if not file.is_file():
         raise FileNotFoundError(
@@ -95,7 +161,10 @@ def is_shipped(file) -> bool:
     if not isinstance(file, (str, os.PathLike)):
         return False
     shipped = Path(str(resources.files(__name__).joinpath("data")))
-    return Path(file).resolve().parent == shipped.resolve()
+    folder = Path(file).resolve().parent
+    return folder == shipped.resolve() or (
+        Path(file).stem in ARCHIVED and folder == models_dir().resolve()
+    )
 
 
 @contextlib.contextmanager
@@ -155,6 +224,8 @@ def feature_groups(model) -> dict[str, dict[str, slice]] | None:
     models give None (their ``feature`` output is analysed as one block).
     """
     for name in _MODELS:
+        if name in ARCHIVED and not (models_dir() / f"{name}.pt").is_file():
+            continue  # not fetched: it cannot be the file given
         if model == name or (model is not None and str(model) == str(path(name))):
             hypers = metadata(name).get("hypers", {})
             if "d_pet" in hypers:
