@@ -28,6 +28,7 @@ __all__ = [
     "Scalar",
     "as_float64",
     "clip_positive",
+    "concatenate",
     "cross",
     "is_torch",
     "pinv",
@@ -108,3 +109,12 @@ def segment_max(values, index, size: int):
     out = np.full(size, -np.inf)
     np.maximum.at(out, np.asarray(index), np.asarray(values))
     return out
+
+
+def concatenate(values: list):
+    """Join along the first axis (numpy arrays or torch tensors)."""
+    if any(is_torch(value) for value in values):
+        import torch
+
+        return torch.cat([torch.as_tensor(value) for value in values])
+    return np.concatenate(values)

@@ -19,12 +19,10 @@ from .structure_symmetry import StructureSymmetry, SymmetryCache
 from .symmetrize import (
     Systems,
     as_batch,
-    estimate_equivariance_errors,
     first_structure,
     project_onto_structure,
     symmetrize,
     system,
-    with_errors_of,
 )
 from .transforms import matrix_to_voigt
 
@@ -479,8 +477,7 @@ class SymmetrizedCalculator(Calculator):
                 raw=with_raw,
                 **self._cleaning(atoms),
             )
-            averaged = system(call.averaged)
-            raw = None if call.raw is None else first_structure(call.raw)
+            averaged, raw = self._one(call)
             residual = None if call.residual is None else _scalars(call.residual)
         results = self._results(averaged, raw, residual, symmetry)
         if self.parameters.convergence_tolerance is not None and not self._convergence_checked:
@@ -531,33 +528,30 @@ class SymmetrizedCalculator(Calculator):
 
     def _random_call(self, atoms, wanted, probe: bool):
         """One random O(3) element; with ``probe``, the estimate from more orientations."""
-        step_matrix = self._policy.step_rotation()
-        outputs = self._evaluate(atoms, step_matrix, wanted)
-        averaged = self._symmetrize(outputs, step_matrix, np.ones(1), atoms)
-        self._step_copy = (outputs, step_matrix, averaged)
-        if not probe:
-            return averaged, None
-        return self._probed(atoms, wanted)
+        call, self._step_copy = self._core.random_call(
+            self._batch_evaluate(atoms, wanted),
+            Systems.single(len(atoms)),
+            probing=probe,
+            raw=self.parameters.raw,
+            **self._cleaning(atoms),
+        )
+        return self._one(call)
 
     def _probed(self, atoms, wanted):
         """The step's averages with the errors estimated by a probe, and the raw outputs."""
-        step_outputs, step_matrix, averaged = self._step_copy
-        extra = self._policy.probe_rotations()
-        k = len(extra)
-        if self.parameters.raw:
-            extra = np.concatenate([extra, np.eye(3)[None]])
-        outputs = self._evaluate(atoms, extra, wanted)
-        raw = outputs.select(k) if self.parameters.raw else None
-        matrices = np.concatenate([step_matrix, extra[:k]])
-        stacked = step_outputs.concatenate(outputs.select(slice(0, k)))
-        estimate = estimate_equivariance_errors(
-            stacked,
-            matrices,
-            net_force_removal=self._remove_net_force(),
-            net_torque_positions=self._torque_positions(atoms),
+        call = self._core.probe(
+            self._batch_evaluate(atoms, wanted),
+            Systems.single(len(atoms)),
+            self._step_copy,
+            raw=self.parameters.raw,
+            **self._cleaning(atoms),
         )
-        # the step keeps its own outputs: probing never changes the dynamics
-        return with_errors_of(averaged, estimate), raw
+        return self._one(call)
+
+    @staticmethod
+    def _one(call) -> tuple:
+        """A batch of one's averages and raw copy as one structure's."""
+        return system(call.averaged), None if call.raw is None else first_structure(call.raw)
 
     def _evaluate(self, atoms, matrices, wanted) -> StackedOutputs:
         outputs = self.evaluator.evaluate(atoms, matrices, wanted)

@@ -26,9 +26,15 @@ from .evaluators import StackedOutputs
 from .metrics import _pooled_squares
 from .quadrature import find_identity
 from .rule_policy import RulePolicy, forces_metric
-from .symmetrize import SymmetrizedOutputs, Systems, symmetrize_systems
+from .symmetrize import (
+    SymmetrizedOutputs,
+    Systems,
+    estimate_equivariance_errors,
+    symmetrize_systems,
+    with_errors_of,
+)
 
-__all__ = ["CallResult", "SymmetrizationCore", "pooled_residuals"]
+__all__ = ["CallResult", "RandomStep", "SymmetrizationCore", "pooled_residuals"]
 
 #: ``evaluate(matrices, measuring)``: the model on the copies ``g_m.x`` of every
 #: structure of the batch; ``measuring`` is true for the residual's passes,
@@ -45,6 +51,16 @@ class CallResult:
     averaged: SymmetrizedOutputs
     raw: StackedOutputs | None
     residual: dict[str, Any] | None
+
+
+@dataclass
+class RandomStep:
+    """``mode="random"``: a call's one copy (its outputs, matrix and average), kept
+    so that a later probe of the same structure estimates its errors."""
+
+    outputs: StackedOutputs
+    matrix: np.ndarray
+    averaged: SymmetrizedOutputs
 
 
 def pooled_residuals(
@@ -176,6 +192,56 @@ class SymmetrizationCore:
             first_pass, *self._callbacks(evaluate, systems, cleaning)
         )
         return CallResult(averaged, kept["raw"], residual)
+
+    # -- mode="random" -------------------------------------------------------
+
+    def random_call(
+        self, evaluate: Evaluate, systems: Systems, *, probing: bool, raw: bool = False, **cleaning
+    ) -> tuple[CallResult, RandomStep]:
+        """One random O(3) element for the batch; with ``probing``, in the same
+        call, ``probe_orientations`` more (and the lab frame with ``raw``): the
+        errors are then the unbiased estimate of ``estimate_equivariance_errors``.
+        The step's outputs stay those of its one copy (probing never changes the
+        dynamics)."""
+        policy = self.policy
+        step = policy.step_rotation()
+        extra = policy.probe_rotations() if probing else np.zeros((0, 3, 3))
+        lab = np.eye(3)[None] if probing and raw else np.zeros((0, 3, 3))
+        matrices = np.concatenate([step, extra, lab])
+        outputs = evaluate(matrices, False)
+        first = outputs.select(slice(0, 1))
+        averaged = symmetrize_systems(first, step, np.ones(1), systems, **cleaning)
+        memo = RandomStep(first, step, averaged)
+        if not probing:
+            return CallResult(averaged, None, None), memo
+        return self._estimated(memo, outputs.select(slice(1, None)), extra, systems, cleaning), memo
+
+    def probe(
+        self,
+        evaluate: Evaluate,
+        systems: Systems,
+        memo: RandomStep,
+        *,
+        raw: bool = False,
+        **cleaning,
+    ) -> CallResult:
+        """A later probe of the structure of ``memo``'s call (see ``random_call``)."""
+        extra = self.policy.probe_rotations()
+        lab = np.eye(3)[None] if raw else np.zeros((0, 3, 3))
+        outputs = evaluate(np.concatenate([extra, lab]), False)
+        return self._estimated(memo, outputs, extra, systems, cleaning)
+
+    @staticmethod
+    def _estimated(memo: RandomStep, outputs, extra, systems, cleaning) -> CallResult:
+        """The step's average with the errors estimated from it and the probe's
+        copies (``outputs``: the probe's, then the lab frame's if evaluated)."""
+        k = len(extra)
+        stacked = memo.outputs.concatenate(outputs.select(slice(0, k)))
+        estimate = estimate_equivariance_errors(
+            stacked, np.concatenate([memo.matrix, extra]), systems=systems, **cleaning
+        )
+        raw = outputs.select(k) if len(outputs) > k else None
+        return CallResult(with_errors_of(memo.averaged, estimate), raw, None)
 
 
 def _concatenate(first, second):

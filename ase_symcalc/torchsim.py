@@ -39,7 +39,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 try:
@@ -63,10 +62,7 @@ from .structure_symmetry import SymmetryCache
 from .symmetrize import (
     SymmetrizedOutputs,
     Systems,
-    estimate_equivariance_errors,
     project_onto_structure,
-    symmetrize_systems,
-    with_errors_of,
 )
 
 __all__ = ["SymmetrizedModel", "ERROR_KEYS"]
@@ -347,23 +343,10 @@ class SymmetrizedModel(ModelInterface):
         pieces = []
         if calm:
             sub = state if not escalated else state[calm]
-            systems = _systems(sub)
-            step = policy.step_rotation()
-            extra = policy.probe_rotations() if probing else np.zeros((0, 3, 3))
-            k = 1 + len(extra)
-            lab = np.eye(3)[None] if probing and self.raw else np.zeros((0, 3, 3))
-            matrices = np.concatenate([step, extra, lab])
-            outputs = self._evaluator(sub)(matrices, False)
-            mean = symmetrize_systems(
-                outputs.select(slice(0, 1)), matrices[:1], np.ones(1), systems, **cleaning
+            call, _ = self.core.random_call(
+                self._evaluator(sub), _systems(sub), probing=probing, raw=self.raw, **cleaning
             )
-            if probing:
-                estimate = estimate_equivariance_errors(
-                    outputs.select(slice(0, k)), matrices[:k], systems=systems, **cleaning
-                )
-                mean = with_errors_of(mean, estimate)
-            raw = outputs.select(k) if len(lab) else None
-            pieces.append((calm, self._outputs(sub, CallResult(mean, raw, None))))
+            pieces.append((calm, self._outputs(sub, call)))
         climbed = False
         if escalated:
             sub = state[escalated]

@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from ase import Atoms
 
-from .._arrays import Array
+from .._arrays import Array, concatenate
 
 __all__ = [
     "Evaluator",
@@ -84,7 +84,7 @@ class StackedOutputs:
         """These copies followed by ``other``'s (properties both have)."""
 
         def join(first, second):
-            return None if first is None or second is None else np.concatenate([first, second])
+            return None if first is None or second is None else concatenate([first, second])
 
         return StackedOutputs(
             join(self.energy, other.energy),
