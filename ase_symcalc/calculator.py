@@ -225,7 +225,7 @@ class SymmetrizedCalculator(Calculator):
     def __init__(
         self,
         base,
-        quadrature: str | O3Quadrature = "group:I",
+        quadrature="group:I",  # a spec or an O3Quadrature (see above)
         *,
         inversion: bool = True,
         orientation: str | np.ndarray | None = "generic",
