@@ -92,6 +92,8 @@ def run_copies(model, state, matrices, batch_size: int | None = None) -> dict[st
         matrices = torch.tensor(np.array(matrices, dtype=np.float64))
     matrices = matrices.to(device=state.device, dtype=torch.float64)
     n_batch, n_atoms = n_systems(state), state.n_atoms
+    if batch_size is not None and batch_size < n_batch:
+        return _run_in_groups(model, state, matrices, batch_size)
     step = copies_per_call(state, batch_size)
     pieces: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(matrices), step):
@@ -104,6 +106,27 @@ def run_copies(model, state, matrices, batch_size: int | None = None) -> dict[st
             if value is not None:
                 pieces.setdefault(key, []).append(value.detach().reshape(shape))
     return {key: torch.cat(values) for key, values in pieces.items()}
+
+
+def _run_in_groups(model, state, matrices, batch_size: int) -> dict[str, torch.Tensor]:
+    """``run_copies`` when ``batch_size`` is below the batch's S: every copy of the
+    batch in groups of ``batch_size`` systems (a host loop over the groups, the
+    smaller calls the user asked for). torch-sim keeps a batch's atoms ordered
+    by system, so the groups' outputs join in order."""
+    n_batch = n_systems(state)
+    groups = [list(range(a, min(a + batch_size, n_batch))) for a in range(0, n_batch, batch_size)]
+    parts = [state[group] for group in groups]
+    copies: dict[str, list[torch.Tensor]] = {}
+    for m in range(len(matrices)):
+        joined: dict[str, list[torch.Tensor]] = {}
+        for part in parts:
+            output = model(copies_state(part, matrices[m : m + 1]))
+            for key in ("energy", "forces", "stress"):  # (|g|,), (n_g, 3), (|g|, 3, 3)
+                if output.get(key) is not None:
+                    joined.setdefault(key, []).append(output[key].detach())
+        for key, values in joined.items():
+            copies.setdefault(key, []).append(torch.cat(values))
+    return {key: torch.stack(values) for key, values in copies.items()}
 
 
 def copies_of_atoms(atoms, device, dtype):

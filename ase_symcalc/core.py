@@ -3,14 +3,15 @@
 ``SymmetrizationCore`` runs the rule policy's decision for a call over a
 batch of structures: the pass over the rule (with the raw copy when asked),
 the averaging and equivariance errors (``symmetrize.symmetrize_systems``),
-the residual from more orientations and ``auto``'s climb
-(``rule_policy.RulePolicy``), with net force (and torque) removal. The front
-end gives it one callable, ``evaluate(matrices, measuring) -> StackedOutputs``
-with a batch's shapes (``symmetrize.Systems``), and turns the batch results
-into its own: ``SymmetrizedCalculator`` (numpy, one structure) and the
-torch-sim ``SymmetrizedModel`` (torch, a batch, on the model's device) are
-thin shells over it. The random modes keep their per-call rotation logic in
-the front ends and use ``average`` and ``pooled`` from here.
+the residual from more orientations, ``auto``'s climb
+(``rule_policy.RulePolicy``) and ``mode="random"``'s step and probes, with
+net force (and torque) removal. The front end gives it one callable,
+``evaluate(matrices, measuring) -> StackedOutputs`` with a batch's shapes
+(``symmetrize.Systems``), and turns the batch results into its own:
+``SymmetrizedCalculator`` (numpy, one structure) and the torch-sim
+``SymmetrizedModel`` (torch, a batch, on the model's device) are thin shells
+over it. What stays in the front ends: their output formats, and the
+torch-sim model's split of a batch into escalated and calm systems.
 """
 
 from __future__ import annotations
@@ -106,6 +107,26 @@ class SymmetrizationCore:
     def __init__(self, policy: RulePolicy, *, residual: bool = False):
         self.policy = policy
         self.residual = residual
+        # host arrays (a rule's matrices and weights, with the lab frame) and their
+        # device copies, kept while the rule is in use: one copy per rule, not
+        # one per call (a host-to-device copy waits for the device)
+        self._kept: dict[tuple, tuple] = {}
+
+    def _keep(self, key: tuple, make, *sources):
+        entry = self._kept.get(key)
+        if entry is None or any(a is not b for a, b in zip(entry[0], sources, strict=True)):
+            if len(self._kept) > 16:
+                self._kept.clear()
+            entry = (sources, make())
+            self._kept[key] = entry
+        return entry[1]
+
+    def on_device(self, array, like):
+        """``array`` (a rule's host array) as a float64 tensor on ``like``'s device,
+        made once while the same array is in use."""
+        return self._keep(
+            ("device", id(array), str(like.device)), lambda: as_float64(array, like=like), array
+        )
 
     def average(
         self,
@@ -123,17 +144,19 @@ class SymmetrizationCore:
         ``cleaning``: ``net_force_removal``, ``net_torque_positions``."""
         evaluated, raw_index = matrices, None
         if raw:
-            raw_index = find_identity(np.asarray(matrices))
+            raw_index = find_identity(matrices)
             if raw_index is None:
                 raw_index = len(matrices)
-                identity = np.eye(3)[None]
-                if is_torch(matrices):
-                    identity = as_float64(identity, like=matrices)
-                    evaluated = _concatenate(matrices, identity)
-                else:
-                    evaluated = np.concatenate([matrices, identity])
+                evaluated = self._keep(
+                    ("with lab frame", id(matrices)),
+                    lambda: np.concatenate([matrices, np.eye(3)[None]]),
+                    matrices,
+                )
         outputs = evaluate(evaluated, measuring)
         on_rule = outputs if raw_index != len(matrices) else outputs.select(slice(0, len(matrices)))
+        if is_torch(outputs.energy):  # the rule on the outputs' device, once per rule
+            matrices = self.on_device(matrices, outputs.energy)
+            weights = self.on_device(weights, outputs.energy)
         averaged = symmetrize_systems(on_rule, matrices, weights, systems, **cleaning)
         return averaged, (outputs.select(raw_index) if raw_index is not None else None)
 
@@ -242,9 +265,3 @@ class SymmetrizationCore:
         )
         raw = outputs.select(k) if len(outputs) > k else None
         return CallResult(with_errors_of(memo.averaged, estimate), raw, None)
-
-
-def _concatenate(first, second):
-    import torch
-
-    return torch.cat([first, second.to(first.dtype)])

@@ -161,7 +161,9 @@ class Systems:
         """From torch-sim's ``system_idx`` (a tensor; no host sync)."""
         import torch
 
-        counts = torch.bincount(system_idx, minlength=n_systems).to(torch.float64)
+        # index_add, not bincount: bincount reads the index's range back to the host
+        ones = torch.ones_like(system_idx, dtype=torch.float64)
+        counts = ones.new_zeros(n_systems).index_add_(0, system_idx, ones)
         return cls(system_idx, counts, n_systems)
 
     def sum(self, values: Array, axis: int = 0) -> Array:

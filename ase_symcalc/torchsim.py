@@ -2,8 +2,8 @@
 
 ``SymmetrizedModel(inner, quadrature="group:I")`` is a torch-sim
 ``ModelInterface``. For every system of a batch it evaluates the inner model
-on the M rotated copies of the rule (all S x M copies in one batched call,
-or ``batch_size`` copies at a time), brings each output back to the input's
+on the M rotated copies of the rule (all S x M copies in batched calls of
+``batch_size`` inner systems), brings each output back to the input's
 frame and averages: energy, forces and stress come out exactly equivariant
 up to the rule's degree, and torch-sim's integrators (``ts.integrate``,
 ``ts.static``, ``ts.optimize``) run on them unchanged. The spread of the
@@ -90,11 +90,11 @@ class SymmetrizedModel(ModelInterface):
         ``"auto"``: the cheapest rule of the ladder whose forces residual bound
         is below ``tolerance`` on the first batch, the worst system deciding).
     batch_size :
-        Copies per inner forward call; None: calls of up to 128 atoms on CPU
-        (batching costs there) and 2048 on GPU
-        (``_torchsim_copies.DEFAULT_ATOMS_PER_CALL``). The S x M copies of a
-        batch hold M times the atoms of the batch, so memory is bounded by the
-        call size, not by M.
+        Inner systems (rotated copies of systems) per inner forward call;
+        None: calls of up to 128 atoms on CPU (batching costs there) and 2048
+        on GPU (``_torchsim_copies.DEFAULT_ATOMS_PER_CALL``), at least one
+        copy of the batch per call. The S x M copies of a batch hold M times
+        the atoms of the batch, so memory is bounded by the call size, not by M.
     remove_net_force :
         Remove the net force of every back-rotated copy (direct-force models
         predict a small spurious one that makes the centre of mass drift).
@@ -211,8 +211,9 @@ class SymmetrizedModel(ModelInterface):
 
     @property
     def copies_per_system(self) -> int:
-        """Inner-model systems per system of a batch (M, the rule's size; 1 for the
-        random modes, whose escalated systems take the rule's size)."""
+        """Rotated copies per system of a batch (M, the rule's size; 1 for the
+        random modes, whose escalated systems take the rule's size). With
+        ``raw``, one more (the lab frame) where the rule lacks the identity."""
         return 1 if self.policy.single_rotation else len(self.policy.rule)
 
     @property
@@ -239,6 +240,7 @@ class SymmetrizedModel(ModelInterface):
         n_batch = n_systems(state)
 
         def evaluate(matrices, measuring: bool) -> StackedOutputs:
+            matrices = self.core.on_device(matrices, state.positions)  # once per rule
             outputs = run_copies(self.model, state, matrices, self.batch_size)
             self.evaluation_count += len(matrices) * n_batch
             return StackedOutputs(
@@ -300,14 +302,15 @@ class SymmetrizedModel(ModelInterface):
         ):
             symmetry = self._symmetry_caches[s].find(atoms)
             sizes.append(len(symmetry))
+            # the projection is numpy (the operations live on the host)
             one = SymmetrizedOutputs(
                 energy=energy[s],
-                forces=None if forces is None else forces[index],
-                stress=None if stress is None else stress[s],
+                forces=None if forces is None else forces[index].cpu().numpy(),
+                stress=None if stress is None else stress[s].cpu().numpy(),
                 energies=None,
                 energy_error=energy_error[s],
                 forces_error=None,
-                forces_error_per_atom=None if per_atom is None else per_atom[index],
+                forces_error_per_atom=None if per_atom is None else per_atom[index].cpu().numpy(),
                 stress_error=None,
             )
             one = project_onto_structure(one, symmetry)

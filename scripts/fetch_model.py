@@ -5,8 +5,10 @@
 Copies ``training/archive/NAME.pt`` (and its record) of this checkout into
 ``$ASE_SYMCALC_MODELS_DIR`` (default ``~/.cache/ase-symcalc/models``), where
 ``ase_symcalc.models.path(NAME)`` finds it. No network is needed or used; a
-model missing from the archive is retrained with
-``python -m ase_symcalc.models.train --recipe v1``.
+model missing from the archive is retrained into a folder of its own
+(``python -m ase_symcalc.models.train --recipe v1 --workdir DIR --no-install``;
+without ``--no-install`` it would replace the shipped model) and its
+``DIR/model.pt`` copied as ``FOLDER/NAME.pt`` for ``--source FOLDER``.
 """
 
 from __future__ import annotations

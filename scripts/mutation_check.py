@@ -32,6 +32,10 @@ TESTS = [
     "tests/test_calculator.py",
     "tests/test_residual_auto.py",
     "tests/test_structure_symmetry.py",
+    # batches of several systems: what a batch of one cannot see
+    "tests/test_torchsim.py::test_the_fixed_rule_forward_is_vectorised_without_host_syncs",
+    "tests/test_torchsim.py::test_net_force_is_removed_per_system_in_a_batch",
+    "tests/test_torchsim.py::test_symmetrized_model_md_of_three_systems",
 ]
 
 #: name -> (file, original text, mutated text, what the bug is)
@@ -77,6 +81,30 @@ MUTATIONS = {
         "        result[perm] += forces @ q.T\n",
         "        result += forces[perm] @ q.T\n",
         "a structure operation's atom map applied the wrong way round",
+    ),
+    "errors-over-the-batch-atoms": (
+        "ase_symcalc/symmetrize.py",
+        "        total = None if per_atom is None else systems.sum(per_atom) / counts\n",
+        "        total = None if per_atom is None else systems.sum(per_atom) / counts.sum()\n",
+        "a system's forces error divided by the batch's atoms, not its own",
+    ),
+    "net-force-of-the-batch": (
+        "ase_symcalc/symmetrize.py",
+        "        forces = forces - mean[..., systems.index, :]\n",
+        "        forces = forces - forces.mean(axis=-2, keepdims=True)\n",
+        "the net force removed over the whole batch instead of per system",
+    ),
+    "raw-copy-off-by-one": (
+        "ase_symcalc/core.py",
+        "                raw_index = len(matrices)\n",
+        "                raw_index = len(matrices) - 1\n",
+        "the raw outputs taken from the rule's last copy instead of the lab frame",
+    ),
+    "copies-share-a-system": (
+        "ase_symcalc/_torchsim_copies.py",
+        "    offsets = n_batch * torch.arange(n_copies, device=state.device)\n",
+        "    offsets = torch.arange(n_copies, device=state.device)\n",
+        "the copies of different systems numbered as one system",
     ),
     "residual-orientation-not-improper": (
         "ase_symcalc/rule_policy.py",

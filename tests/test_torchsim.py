@@ -480,6 +480,8 @@ class _HostSyncs(torch.overrides.TorchFunctionMode):
     truth values, ``nonzero``, ``unique``, copies to the host) called from
     ase_symcalc's own code."""
 
+    #: waits for the device: reads back, truth values, data-dependent shapes, and
+    #: tensors made from host data (a host-to-device copy from pageable memory)
     SYNCS = frozenset(
         {
             "item",
@@ -490,9 +492,12 @@ class _HostSyncs(torch.overrides.TorchFunctionMode):
             "__index__",
             "nonzero",
             "unique",
+            "bincount",
             "cpu",
             "numpy",
-            "bincount_tolist",
+            "tensor",
+            "as_tensor",
+            "from_numpy",
         }
     )
 
@@ -520,12 +525,13 @@ def test_the_fixed_rule_forward_is_vectorised_without_host_syncs():
     model = SymmetrizedModel(inner, quadrature="group:T", batch_size=10_000)
     calls = []
     handle = inner.register_forward_hook(lambda module, args, output: calls.append(1))
+    model(state)  # the first call copies the rule to the device
     syncs = _HostSyncs()
     with syncs:
         output = model(state)
     handle.remove()
     assert syncs.calls == []
-    assert len(calls) == 1  # all 3 x 25 copies (the raw one included) in one call
+    assert len(calls) == 2  # per forward, all 3 x 25 copies (the raw one included) in one call
     # (e . r)^2 has degree 2, which group:T averages exactly: E_s = |e|^2 sum |r|^2 / 3
     e2 = float(inner.direction @ inner.direction)
     for index, atoms in enumerate(systems):
@@ -608,3 +614,42 @@ def test_optimize_lowers_and_nve_conserves_the_symmetrized_energy():
     assert (kinetic > 0.05 * initial).all()  # the atoms did fall into the well
     total = model(final)["energy"] + kinetic
     np.testing.assert_allclose(total, initial, rtol=1e-4)  # measured: 1.7e-5
+
+
+def test_net_force_is_removed_per_system_in_a_batch():
+    """Each system loses its own net force (not the batch's): the batched model
+    equals the calculator, system by system, with remove_net_force=True."""
+    inner = _FieldModel()
+    systems = [_cu((1, 1, 1), seed=6), _cu((1, 1, 2), seed=7)]
+    state = ts.io.atoms_to_state(systems, device="cpu", dtype=torch.float64)
+    output = SymmetrizedModel(inner, quadrature="group:T", remove_net_force=True)(state)
+    for index, atoms in enumerate(systems):
+        mask = (state.system_idx == index).numpy()
+        np.testing.assert_allclose(output["forces"][mask].sum(axis=0), 0, atol=1e-12)
+        atoms.calc = calc = SymmetrizedCalculator(
+            inner, quadrature="group:T", remove_net_force=True
+        )
+        np.testing.assert_allclose(output["forces"][mask], atoms.get_forces(), atol=1e-12)
+        np.testing.assert_allclose(
+            output["forces_equivariance_error"][index],
+            calc.results["forces_equivariance_error"],
+            rtol=1e-10,
+        )
+
+
+def test_a_batch_size_below_the_batch_is_honoured():
+    """batch_size=1 with two systems: one inner system per call, the same results."""
+    inner = _FieldModel()
+    state = ts.io.atoms_to_state(
+        [_cu((1, 1, 1), seed=8), _cu((1, 1, 2), seed=9)], device="cpu", dtype=torch.float64
+    )
+    sizes = []
+    handle = inner.register_forward_hook(
+        lambda module, args, output: sizes.append(args[0].cell.shape[0])
+    )
+    small = SymmetrizedModel(inner, quadrature="group:T", batch_size=1)(state)
+    handle.remove()
+    assert sizes == [1] * 2 * 25  # 2 systems x (24 copies + the lab frame)
+    whole = SymmetrizedModel(inner, quadrature="group:T")(state)
+    for key, value in whole.items():
+        np.testing.assert_allclose(small[key], value, atol=1e-12, err_msg=key)

@@ -98,8 +98,9 @@ def calculator_settings(calculator) -> tuple:
 
     The output keys follow metatomic-ase's own rule: every output takes its
     entry of ``parameters["variants"]``, else the energy's; direct forces and
-    stress only where ``non_conservative`` asks for them. Pinned against the
-    installed metatomic-ase by ``tests/test_metatomic.py``.
+    stress only where ``non_conservative`` asks for them. The device is the one
+    the user gave (None: ``pick_device`` chooses, as metatomic-ase did). Pinned
+    against the installed metatomic-ase by ``tests/test_metatomic.py``.
     """
     parameters = calculator.parameters
     # metatomic-ase 0.1.4 has a model() method; older releases an attribute

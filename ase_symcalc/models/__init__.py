@@ -73,8 +73,11 @@ def fetch(name: str, source: str | os.PathLike | None = None) -> Path:
 
     From ``source`` (a folder holding ``NAME.pt`` and ``NAME.json``), else from
     the source checkout's ``training/archive``. No network: a model neither
-    place has must be retrained (``python -m ase_symcalc.models.train
-    --recipe v1`` for ``pet-cu-emt-v1``).
+    place has must be retrained into a folder of its own (for
+    ``pet-cu-emt-v1``: ``python -m ase_symcalc.models.train --recipe v1
+    --workdir DIR --no-install``, whose ``DIR/model.pt`` is then copied as
+    ``pet-cu-emt-v1.pt`` into a folder given as ``source``; without
+    ``--no-install`` it would replace the shipped model).
     """
     import shutil
 
@@ -88,8 +91,9 @@ def fetch(name: str, source: str | os.PathLike | None = None) -> Path:
     if not file.is_file():
         raise FileNotFoundError(
             f"{file} does not exist: run this from a source checkout of ase-symcalc (its "
-            "training/archive holds the file), give source=FOLDER, or retrain the model "
-            "with python -m ase_symcalc.models.train --recipe v1"
+            "training/archive holds the file), give source=FOLDER, or retrain it: python -m "
+            "ase_symcalc.models.train --recipe v1 --workdir DIR --no-install, then copy "
+            f"DIR/model.pt to FOLDER/{name}.pt"
         )
     target = models_dir()
     target.mkdir(parents=True, exist_ok=True)
@@ -103,7 +107,8 @@ def fetch(name: str, source: str | os.PathLike | None = None) -> Path:
 
 
 def list_pretrained() -> dict[str, str]:
-    """Shipped model names with a one-line description each."""
+    """The package's model names (shipped in the wheel, or archived: ``ARCHIVED``)
+    with a one-line description each."""
     return dict(_MODELS)
 
 

@@ -10,7 +10,7 @@ small PET with direct (non-conservative) forces and stress (metatrain applies
 random O(3) augmentation to every training batch), evaluates it on a held-out
 test set generated with other seeds (``RECIPES``: ``elastic-v4`` made the
 shipped model, which also fits the stress response (issue 18); ``v1`` made
-the first one, shipped as ``pet-cu-emt-v1``), and copies the exported
+the first one, archived as ``pet-cu-emt-v1``), and copies the exported
 metatomic model and a JSON record (command, seed, versions, accuracy) into
 ``ase_symcalc/models/data/``.
 """
