@@ -28,14 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 #: the tests every mutation runs against (fast, physics first)
 TESTS = [
     "tests/test_physics.py",
+    # batches of several systems: what a batch of one cannot see (fast, so early)
+    "tests/test_torchsim.py::test_the_fixed_rule_forward_is_vectorised_without_host_syncs",
+    "tests/test_torchsim.py::test_net_force_is_removed_per_system_in_a_batch",
+    "tests/test_torchsim.py::test_symmetrized_model_md_of_three_systems",
     "tests/test_quadrature.py",
     "tests/test_calculator.py",
     "tests/test_residual_auto.py",
     "tests/test_structure_symmetry.py",
-    # batches of several systems: what a batch of one cannot see
-    "tests/test_torchsim.py::test_the_fixed_rule_forward_is_vectorised_without_host_syncs",
-    "tests/test_torchsim.py::test_net_force_is_removed_per_system_in_a_batch",
-    "tests/test_torchsim.py::test_symmetrized_model_md_of_three_systems",
 ]
 
 #: name -> (file, original text, mutated text, what the bug is)

@@ -149,11 +149,16 @@ def _rms(values):
     return float(np.sqrt(np.mean(np.square(values))))
 
 
-def test_the_bound_covers_the_leak_in_95_of_100_orientations(cu8):
+@pytest.mark.parametrize(
+    "orientations, covered",
+    [(40, 37), pytest.param(100, 95, marks=pytest.mark.slow)],
+    ids=["40", "100"],
+)
+def test_the_bound_covers_the_leak_in_most_orientations(cu8, orientations, covered):
     """A known small leak (degree 6, which group:I does not integrate): the bound each
     call reports covers that call's distance from the exact average (EMT: the
     term averages to zero) and its rotation error against the structure's own
-    orientation, in at least 95 of 100 seeded random orientations."""
+    orientation, in at least 37 of 40 (slow: 95 of 100) seeded random orientations."""
     from scipy.spatial.transform import Rotation
 
     from ase_symcalc.evaluators.ase_loop import rotated_atoms
@@ -163,7 +168,7 @@ def test_the_bound_covers_the_leak_in_95_of_100_orientations(cu8):
     reference, _ = _forces(SymmetrizedCalculator(model, seed=999, **options), cu8)
     exact = _forces(EMT(), cu8)[0]
     leaks, rotation_errors, bounds = [], [], []
-    for seed in range(100):
+    for seed in range(orientations):
         rotation = Rotation.random(random_state=seed).as_matrix()
         forces, results = _forces(
             SymmetrizedCalculator(model, seed=seed, **options), rotated_atoms(cu8, rotation)
@@ -174,8 +179,8 @@ def test_the_bound_covers_the_leak_in_95_of_100_orientations(cu8):
         bounds.append(results["forces_residual_bound"])
     leaks, rotation_errors, bounds = map(np.array, (leaks, rotation_errors, bounds))
     assert np.median(leaks) > 1e-4, "the test term is too small to see"
-    assert np.sum(leaks <= bounds) >= 95, np.sort(leaks / bounds)[-10:]
-    assert np.sum(rotation_errors <= bounds) >= 95, np.sort(rotation_errors / bounds)[-10:]
+    assert np.sum(leaks <= bounds) >= covered, np.sort(leaks / bounds)[-10:]
+    assert np.sum(rotation_errors <= bounds) >= covered, np.sort(rotation_errors / bounds)[-10:]
     # a bound, not a wild overestimate: the median ratio stays within a factor 6
     assert np.median(bounds / leaks) < 6
 
