@@ -354,14 +354,15 @@ class SymmetrizedModel(ModelInterface):
         if escalated:
             sub = state[escalated]
             evaluate, systems = self._evaluator(sub), _systems(sub)
+            raw = self.raw and probing  # the lab frame on probes, as for the calm systems
             if policy.climb_due(on_rule=True):
-                call, climbed = self.core.climb(evaluate, systems, **cleaning), True
+                call, climbed = self.core.climb(evaluate, systems, raw=raw, **cleaning), True
             else:
                 rule = policy.rule
-                averaged, _ = self.core.average(
-                    evaluate, systems, rule.matrices, rule.weights, **cleaning
+                averaged, raw_copy = self.core.average(
+                    evaluate, systems, rule.matrices, rule.weights, raw=raw, **cleaning
                 )
-                call = CallResult(averaged, None, None)
+                call = CallResult(averaged, raw_copy, None)
             pieces.append((escalated, self._outputs(sub, call)))
         if not climbed:  # a climb counts its call
             policy.count_call(on_rule=bool(escalated))
