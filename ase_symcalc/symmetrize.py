@@ -27,7 +27,7 @@ from ._arrays import (
     sqrt,
 )
 from .evaluators import StackedOutputs
-from .metrics import weighted_mean, weighted_variance
+from .metrics import per_atom_rmse, weighted_mean, weighted_variance
 from .structure_symmetry import (
     StructureSymmetry,
     symmetrize_forces,
@@ -194,6 +194,11 @@ def _rms(variance, components: int, like):
     return sqrt(clip_positive(variance) / components)
 
 
+def _per_system_rms(per_atom, systems: Systems, counts):
+    """Each structure's RMS over its atoms of per-atom RMS values (NaN stays NaN)."""
+    return sqrt(systems.sum(per_atom * per_atom) / counts)
+
+
 def symmetrize_systems(
     outputs: StackedOutputs,
     matrices: Array,
@@ -227,11 +232,8 @@ def symmetrize_systems(
     if forces is not None:
         forces = as_float64(forces)
         result.forces = weighted_mean(forces, weights)
-        variance = _spread(forces, weights, result.forces)
-        per_atom = None if variance is None else variance.sum(axis=-1)
-        result.forces_error_per_atom = _rms(per_atom, 3, result.forces[:, 0])
-        total = None if per_atom is None else systems.sum(per_atom) / counts
-        result.forces_error = _rms(total, 3, energy)
+        result.forces_error_per_atom = per_atom_rmse(forces, weights, result.forces)
+        result.forces_error = _per_system_rms(result.forces_error_per_atom, systems, counts)
     if z.stress is not None:
         result.stress = weighted_mean(z.stress, weights)  # (S, 3, 3)
         variance = _spread(as_float64(z.stress), weights, result.stress)
@@ -243,9 +245,8 @@ def symmetrize_systems(
     if direct is not None:
         direct = as_float64(direct)
         result.direct_forces = weighted_mean(direct, weights)
-        variance = _spread(direct, weights, result.direct_forces)
-        total = None if variance is None else systems.sum(variance.sum(axis=-1)) / counts
-        result.direct_forces_error = _rms(total, 3, energy)
+        per_atom = per_atom_rmse(direct, weights, result.direct_forces)
+        result.direct_forces_error = _per_system_rms(per_atom, systems, counts)
     if z.direct_stress is not None:
         result.direct_stress = weighted_mean(z.direct_stress, weights)
     if z.free_energy is not None:

@@ -84,8 +84,8 @@ MUTATIONS = {
     ),
     "errors-over-the-batch-atoms": (
         "ase_symcalc/symmetrize.py",
-        "        total = None if per_atom is None else systems.sum(per_atom) / counts\n",
-        "        total = None if per_atom is None else systems.sum(per_atom) / counts.sum()\n",
+        "    return sqrt(systems.sum(per_atom * per_atom) / counts)\n",
+        "    return sqrt(systems.sum(per_atom * per_atom) / counts.sum())\n",
         "a system's forces error divided by the batch's atoms, not its own",
     ),
     "net-force-of-the-batch": (
